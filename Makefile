@@ -1,0 +1,47 @@
+# pgquorum — make targets. `make test` is what CI runs (see .ci/run).
+GO        ?= go
+BIN       ?= bin/pgquorum
+PKGS      ?= ./...
+PROTO_DIR := proto
+
+.PHONY: all build test test-short lint proto deps tools clean
+
+all: build
+
+## build: compile the pgquorum binary into bin/
+build:
+	$(GO) build -o $(BIN) ./cmd/pgquorum
+
+## deps: install PostgreSQL 15, PgBouncer and protoc if missing (root, Debian)
+deps:
+	scripts/install-deps.sh
+
+## test: install what is missing, then run every test with the race detector
+test: deps
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+## test-short: unit and in-process tests only (no real Postgres/PgBouncer)
+test-short:
+	$(GO) test -short -count=1 $(PKGS)
+
+## lint: gofmt, go vet, staticcheck
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@2025.1.1 $(PKGS)
+
+## tools: install the protoc plugins
+tools:
+	$(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+	$(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
+
+## proto: regenerate the committed Go code from proto/*.proto
+proto: tools
+	PATH="$$($(GO) env GOPATH)/bin:$$PATH" protoc -I $(PROTO_DIR) \
+	  --go_out=$(PROTO_DIR) --go_opt=paths=source_relative \
+	  --go-grpc_out=$(PROTO_DIR) --go-grpc_opt=paths=source_relative \
+	  $$(find $(PROTO_DIR) -name '*.proto')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,203 @@
+package fsm
+
+import (
+	"fmt"
+	"sort"
+
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// The apply* functions are the bodies of the Apply switch. Each one checks
+// the command against the state, mutates the state only when it accepts,
+// and returns the visible change. None reads a clock or does I/O.
+
+func clone[T proto.Message](m T) T { return proto.Clone(m).(T) }
+
+func applyInitCluster(s *pb.ClusterState, c *pb.InitCluster) (*pb.StateDelta, error) {
+	if s.Identity.GetUuid() != "" {
+		return nil, ErrAlreadyInitialized
+	}
+	if c.Name == "" || c.Uuid == "" {
+		return nil, fmt.Errorf("%w: init_cluster needs name and uuid", ErrBadCommand)
+	}
+	s.Identity = &pb.ClusterIdentity{Name: c.Name, Uuid: c.Uuid, CreatedAtUnixMs: c.AtUnixMs}
+	cfg := &pb.DynamicConfig{}
+	if c.InitialConfig != nil {
+		cfg = clone(c.InitialConfig)
+	}
+	cfg.Version = 1
+	s.Config = cfg
+	return &pb.StateDelta{Identity: clone(s.Identity), Config: clone(s.Config)}, nil
+}
+
+func applyUpsertMember(s *pb.ClusterState, c *pb.UpsertMember) (*pb.StateDelta, error) {
+	m := c.GetMember()
+	if m.GetId() == "" {
+		return nil, fmt.Errorf("%w: upsert_member needs member.id", ErrBadCommand)
+	}
+	m = clone(m)
+	i := sort.Search(len(s.Members), func(i int) bool { return s.Members[i].Id >= m.Id })
+	if i < len(s.Members) && s.Members[i].Id == m.Id {
+		if proto.Equal(s.Members[i], m) {
+			return nil, nil
+		}
+		s.Members[i] = m
+	} else {
+		s.Members = append(s.Members, nil)
+		copy(s.Members[i+1:], s.Members[i:])
+		s.Members[i] = m
+	}
+	return &pb.StateDelta{UpsertedMembers: []*pb.Member{clone(m)}}, nil
+}
+
+func applyRemoveMember(s *pb.ClusterState, c *pb.RemoveMember) (*pb.StateDelta, error) {
+	i := memberIndex(s, c.Id)
+	if i < 0 {
+		return nil, fmt.Errorf("%w: %q", ErrMemberNotFound, c.Id)
+	}
+	if s.Primary.GetMemberId() == c.Id {
+		return nil, fmt.Errorf("%w: %q", ErrRemovePrimary, c.Id)
+	}
+	s.Members = append(s.Members[:i], s.Members[i+1:]...)
+	d := &pb.StateDelta{RemovedMembers: []string{c.Id}}
+	if kept := without(s.Sync.GetMembers(), c.Id); len(kept) != len(s.Sync.GetMembers()) {
+		s.Sync.Members = kept
+		d.Sync = clone(s.Sync)
+	}
+	return d, nil
+}
+
+func applySetConfig(s *pb.ClusterState, c *pb.SetConfig) (*pb.StateDelta, error) {
+	if c.Config == nil {
+		return nil, fmt.Errorf("%w: set_config needs config", ErrBadCommand)
+	}
+	if c.ExpectedVersion != s.Config.GetVersion() {
+		return nil, fmt.Errorf("%w: expected version %d, have %d", ErrConfigConflict, c.ExpectedVersion, s.Config.GetVersion())
+	}
+	cfg := clone(c.Config)
+	cfg.Version = s.Config.GetVersion() + 1
+	s.Config = cfg
+	return &pb.StateDelta{Config: clone(cfg)}, nil
+}
+
+func applyAssignPrimary(s *pb.ClusterState, index uint64, c *pb.AssignPrimary) (*pb.StateDelta, error) {
+	if s.Identity.GetUuid() == "" {
+		return nil, ErrNotInitialized
+	}
+	if c.ExpectedEpoch != s.Primary.GetEpoch() {
+		return nil, fmt.Errorf("%w: expected epoch %d, have %d", ErrStaleEpoch, c.ExpectedEpoch, s.Primary.GetEpoch())
+	}
+	i := memberIndex(s, c.MemberId)
+	if i < 0 {
+		return nil, fmt.Errorf("%w: %q", ErrMemberNotFound, c.MemberId)
+	}
+	if s.Members[i].Role == pb.MemberRole_MEMBER_ROLE_WITNESS {
+		return nil, fmt.Errorf("%w: %q is a witness", ErrNotEligible, c.MemberId)
+	}
+	old := s.Primary.GetMemberId()
+	epoch := s.Primary.GetEpoch() + 1
+	s.Primary = &pb.PrimaryAssignment{
+		MemberId:         c.MemberId,
+		Epoch:            epoch,
+		Timeline:         c.Timeline,
+		AssignedAtUnixMs: c.AtUnixMs,
+		Reason:           c.Reason,
+	}
+	// A new primary relies on no standby until the decider records one.
+	s.Sync = &pb.SyncState{Epoch: epoch}
+	h := &pb.HistoryEntry{
+		Epoch: epoch, OldMember: old, NewMember: c.MemberId, Reason: c.Reason,
+		AtUnixMs: c.AtUnixMs, Timeline: c.Timeline, Index: index,
+	}
+	s.History = append(s.History, h)
+	if n := len(s.History) - HistoryLimit; n > 0 {
+		s.History = append([]*pb.HistoryEntry(nil), s.History[n:]...)
+	}
+	return &pb.StateDelta{Primary: clone(s.Primary), Sync: clone(s.Sync), History: clone(h)}, nil
+}
+
+// applyRenewLease counts a renewal. It publishes nothing: watchers care
+// about who is primary, not about each renewal.
+func applyRenewLease(s *pb.ClusterState, c *pb.RenewLease) (*pb.StateDelta, error) {
+	if c.Epoch != s.Primary.GetEpoch() {
+		return nil, fmt.Errorf("%w: renewal for epoch %d, have %d", ErrStaleEpoch, c.Epoch, s.Primary.GetEpoch())
+	}
+	if c.MemberId != s.Primary.GetMemberId() {
+		return nil, fmt.Errorf("%w: %q", ErrNotPrimary, c.MemberId)
+	}
+	s.Primary.LeaseSeq++
+	return nil, nil
+}
+
+func applySetSync(s *pb.ClusterState, c *pb.SetSync) (*pb.StateDelta, error) {
+	if c.Epoch != s.Primary.GetEpoch() {
+		return nil, fmt.Errorf("%w: sync set for epoch %d, have %d", ErrStaleEpoch, c.Epoch, s.Primary.GetEpoch())
+	}
+	for _, id := range c.Members {
+		if memberIndex(s, id) < 0 {
+			return nil, fmt.Errorf("%w: sync standby %q", ErrMemberNotFound, id)
+		}
+		if id == s.Primary.GetMemberId() {
+			return nil, fmt.Errorf("%w: the primary %q cannot be its own sync standby", ErrBadCommand, id)
+		}
+	}
+	next := &pb.SyncState{Epoch: c.Epoch, Members: append([]string(nil), c.Members...), Degraded: c.Degraded}
+	sort.Strings(next.Members)
+	if proto.Equal(next, s.Sync) {
+		return nil, nil
+	}
+	s.Sync = next
+	return &pb.StateDelta{Sync: clone(next)}, nil
+}
+
+func applySetPaused(s *pb.ClusterState, c *pb.SetPaused) (*pb.StateDelta, error) {
+	if s.Paused == c.Paused {
+		return nil, nil
+	}
+	s.Paused = c.Paused
+	p := c.Paused
+	return &pb.StateDelta{Paused: &p}, nil
+}
+
+func applySetSystemID(s *pb.ClusterState, c *pb.SetSystemID) (*pb.StateDelta, error) {
+	if c.SystemIdentifier == 0 {
+		return nil, fmt.Errorf("%w: system identifier 0", ErrBadCommand)
+	}
+	switch have := s.Identity.GetSystemIdentifier(); have {
+	case c.SystemIdentifier:
+		return nil, nil
+	case 0:
+		s.Identity.SystemIdentifier = c.SystemIdentifier
+		return &pb.StateDelta{Identity: clone(s.Identity)}, nil
+	default:
+		return nil, fmt.Errorf("%w: cluster has %d, got %d", ErrSystemIDMismatch, have, c.SystemIdentifier)
+	}
+}
+
+func memberIndex(s *pb.ClusterState, id string) int {
+	for i, m := range s.Members {
+		if m.Id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func without(ids []string, id string) []string {
+	out := make([]string, 0, len(ids))
+	for _, x := range ids {
+		if x != id {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// FindMember returns the member with id, or nil.
+func FindMember(s *pb.ClusterState, id string) *pb.Member {
+	if i := memberIndex(s, id); i >= 0 {
+		return s.Members[i]
+	}
+	return nil
+}
