@@ -203,8 +203,13 @@ type NodeStatus struct {
 	ClusterName         string        `protobuf:"bytes,12,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
 	ClusterUuid         string        `protobuf:"bytes,13,opt,name=cluster_uuid,json=clusterUuid,proto3" json:"cluster_uuid,omitempty"`
 	Version             string        `protobuf:"bytes,14,opt,name=version,proto3" json:"version,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// raft_addr is the answering node's own advertised Raft address.
+	RaftAddr string `protobuf:"bytes,15,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
+	// has_state is false until the node has bootstrapped or joined.
+	HasState      bool   `protobuf:"varint,16,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
+	GrpcAddr      string `protobuf:"bytes,17,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -331,6 +336,27 @@ func (x *NodeStatus) GetClusterUuid() string {
 func (x *NodeStatus) GetVersion() string {
 	if x != nil {
 		return x.Version
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetRaftAddr() string {
+	if x != nil {
+		return x.RaftAddr
+	}
+	return ""
+}
+
+func (x *NodeStatus) GetHasState() bool {
+	if x != nil {
+		return x.HasState
+	}
+	return false
+}
+
+func (x *NodeStatus) GetGrpcAddr() string {
+	if x != nil {
+		return x.GrpcAddr
 	}
 	return ""
 }
@@ -883,7 +909,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x121\n" +
 	"\bsuffrage\x18\x03 \x01(\x0e2\x15.pgquorum.v1.SuffrageR\bsuffrage\x12&\n" +
 	"\x0flast_contact_ms\x18\x04 \x01(\x03R\rlastContactMs\x12\x1b\n" +
-	"\tis_leader\x18\x05 \x01(\bR\bisLeader\"\xfb\x03\n" +
+	"\tis_leader\x18\x05 \x01(\bR\bisLeader\"\xd2\x04\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
@@ -901,7 +927,10 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x05peers\x18\v \x03(\v2\x17.pgquorum.v1.PeerStatusR\x05peers\x12!\n" +
 	"\fcluster_name\x18\f \x01(\tR\vclusterName\x12!\n" +
 	"\fcluster_uuid\x18\r \x01(\tR\vclusterUuid\x12\x18\n" +
-	"\aversion\x18\x0e \x01(\tR\aversion\"-\n" +
+	"\aversion\x18\x0e \x01(\tR\aversion\x12\x1b\n" +
+	"\traft_addr\x18\x0f \x01(\tR\braftAddr\x12\x1b\n" +
+	"\thas_state\x18\x10 \x01(\bR\bhasState\x12\x1b\n" +
+	"\tgrpc_addr\x18\x11 \x01(\tR\bgrpcAddr\"-\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
 	"from_index\x18\x01 \x01(\x04R\tfromIndex\"\xa6\x03\n" +
