@@ -1,0 +1,131 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgquorum/pgquorum/fsm"
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+)
+
+// nodeLoop runs on every node, leader or not: it finishes bootstrap
+// (bootstrap-expect or join), checks the cluster identity, keeps this
+// node's member record current and heartbeats the leader.
+func (s *Server) nodeLoop(ctx context.Context) {
+	tick := time.NewTicker(s.opts.Timing.LoopWait)
+	defer tick.Stop()
+	joined := s.hasState()
+	for {
+		if !joined {
+			joined = s.tryBootstrapOrJoin(ctx)
+		} else {
+			s.nodeTick(ctx)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// tryBootstrapOrJoin makes a node without Raft state part of a cluster.
+func (s *Server) tryBootstrapOrJoin(ctx context.Context) bool {
+	if s.hasState() {
+		return true
+	}
+	if s.opts.Expect > 0 {
+		done, joinInstead := s.discover(ctx)
+		if done || !joinInstead {
+			return done
+		}
+	}
+	if len(s.opts.Join) == 0 {
+		// Listed in initial_cluster and bootstrapped, or waiting for a
+		// leader to add us: nothing to do until Raft has state.
+		return false
+	}
+	if err := s.joinVia(ctx, s.opts.Join); err != nil {
+		if errors.Is(err, ErrWrongCluster) || errors.Is(err, ErrInvalid) {
+			s.fail(fmt.Errorf("join refused: %w", err))
+			return false
+		}
+		s.log.Warn("join failed, will retry", "err", err)
+		return false
+	}
+	return true
+}
+
+// joinVia sends this node's Join to each address in turn until one
+// accepts (followers forward it to the leader).
+func (s *Server) joinVia(ctx context.Context, addrs []string) error {
+	req := &pb.JoinRequest{ClusterName: s.opts.ClusterName, Member: s.opts.self(s.opts.RaftAdvertiseAddr)}
+	var errs []error
+	for _, addr := range addrs {
+		if addr == "" || addr == s.opts.GRPCAddr {
+			continue
+		}
+		c, err := s.opts.Dial(addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := c.Join(cctx, req)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", addr, fromStatus(err)))
+			continue
+		}
+		s.log.Info("joined cluster", "via", addr, "cluster_uuid", resp.GetIdentity().GetUuid())
+		return nil
+	}
+	if len(errs) == 0 {
+		return fmt.Errorf("no join address to try")
+	}
+	return errors.Join(errs...)
+}
+
+// nodeTick is one round of the node loop once this node has Raft state.
+func (s *Server) nodeTick(ctx context.Context) {
+	st := s.fsm.State()
+	if err := s.noteClusterUUID(st.Identity.GetUuid()); err != nil {
+		s.fail(err)
+		return
+	}
+	if s.IsLeader() {
+		s.contacts.touch(s.opts.NodeID, time.Now())
+		return
+	}
+	leaderID, leaderAddr := s.Leader()
+	if leaderID == "" || leaderAddr == "" {
+		return
+	}
+	c, err := s.opts.Dial(leaderAddr)
+	if err != nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, s.opts.Timing.RetryTimeout)
+	defer cancel()
+	if !sameMember(fsm.FindMember(st, s.opts.NodeID), s.opts.self(s.opts.RaftAdvertiseAddr)) {
+		if err := s.joinVia(cctx, []string{leaderAddr}); err != nil {
+			s.log.Warn("member registration failed", "err", err)
+		}
+	}
+	if _, err := c.Heartbeat(cctx, &pb.HeartbeatRequest{MemberId: s.opts.NodeID, AppliedIndex: s.raft.AppliedIndex()}); err != nil {
+		s.log.Debug("heartbeat failed", "leader", leaderID, "err", err)
+	}
+}
+
+// remoteStatus asks a peer for its status.
+func (s *Server) remoteStatus(ctx context.Context, addr string) (*pb.NodeStatus, error) {
+	c, err := s.opts.Dial(addr)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return c.Status(cctx, &pb.StatusRequest{})
+}
