@@ -1,0 +1,290 @@
+package pgnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// Promote turns the running standby into a primary: pg_promote(true,
+// PromoteTimeout), then clears the standby settings and runs CHECKPOINT so
+// the new timeline is in pg_control (pg_rewind against a source that has
+// not checkpointed since promotion wrongly finds "no rewind required").
+// Promoting a primary is a no-op. The new primary uses the
+// synchronous_standby_names in its files: set it with
+// SetSynchronousStandbys before promoting.
+func (n *Node) Promote(ctx context.Context) error {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	rec, err := n.inRecovery(ctx)
+	if err != nil {
+		return fmt.Errorf("promote %s: %w", n.cfg.DataDir, err)
+	}
+	if rec {
+		secs := int(n.cfg.PromoteTimeout / time.Second)
+		pctx, cancel := context.WithTimeout(ctx, n.cfg.PromoteTimeout+n.cfg.ProbeTimeout)
+		defer cancel()
+		conn, err := n.connect(pctx)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrPromoteFailed, n.cfg.DataDir, err)
+		}
+		var ok bool
+		start := time.Now()
+		err = conn.QueryRow(pctx, "SELECT pg_promote(true, $1)", secs).Scan(&ok)
+		closeConn(conn)
+		if err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrPromoteFailed, n.cfg.DataDir, err)
+		}
+		if !ok {
+			return fmt.Errorf("%w: %s: pg_promote returned false after %ds", ErrPromoteFailed, n.cfg.DataDir, secs)
+		}
+		n.log.Info("promoted", "took", time.Since(start).Round(time.Millisecond))
+	}
+	if _, err := n.writeRecoveryConf(nil); err != nil {
+		return err
+	}
+	if err := n.setStandbySignal(false); err != nil {
+		return err
+	}
+	if err := n.checkpoint(ctx, n.cfg.PromoteTimeout); err != nil {
+		return fmt.Errorf("checkpoint after promotion of %s: %w", n.cfg.DataDir, err)
+	}
+	return nil
+}
+
+// Demote makes the server a standby of up: a running primary is stopped
+// (fast) and started with standby.signal and up's settings; a running
+// standby just gets the new upstream and a reload; a stopped server is
+// started as a standby. It does not rewind: if the old primary's timeline
+// diverged from up's, it comes up but cannot stream; stop it and Rewind.
+func (n *Node) Demote(ctx context.Context, up Upstream) error {
+	if err := up.validate(); err != nil {
+		return err
+	}
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	if n.running() {
+		rec, err := n.inRecovery(ctx)
+		if err != nil {
+			return fmt.Errorf("demote %s: %w", n.cfg.DataDir, err)
+		}
+		if !rec {
+			n.log.Info("demoting: stopping primary", "upstream", up.String())
+			if err := n.stopLocked(ctx, StopFast); err != nil {
+				return err
+			}
+		}
+	}
+	return n.startLocked(ctx, StartOptions{Role: RoleStandby, Upstream: &up})
+}
+
+// Rewind resynchronises the data directory with up after a timeline
+// divergence, using pg_rewind --source-server as the OS user with the
+// rewind role. A running server is stopped first (fast); a crashed one is
+// recovered by pg_rewind itself (single-user mode). It first runs
+// CHECKPOINT on the source (best effort), and afterwards rewrites the
+// node-local configuration (pg_rewind copies the source's files) and the
+// standby settings. The server is left stopped; Start it as RoleAsIs or
+// RoleStandby.
+func (n *Node) Rewind(ctx context.Context, up Upstream) error {
+	if err := up.validate(); err != nil {
+		return err
+	}
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	info, err := n.Inspect(ctx)
+	if err != nil {
+		return err
+	}
+	if !info.Initialized {
+		return fmt.Errorf("%w: %s", ErrNotInitialized, info.Path)
+	}
+	if info.Running {
+		if err := n.stopLocked(ctx, StopFast); err != nil {
+			return err
+		}
+	}
+	if conn, err := n.connectTo(ctx, up.Host, up.Port, n.cfg.Rewind); err != nil {
+		n.log.Warn("cannot connect to rewind source for CHECKPOINT", "upstream", up.String(), "err", err)
+	} else {
+		cctx, cancel := context.WithTimeout(ctx, n.cfg.PromoteTimeout)
+		if _, err := conn.Exec(cctx, "CHECKPOINT"); err != nil {
+			n.log.Warn("CHECKPOINT on rewind source failed", "upstream", up.String(), "err", err)
+		}
+		cancel()
+		closeConn(conn)
+	}
+	src := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres connect_timeout=10 application_name=%s",
+		quoteConninfo(up.Host), up.Port, quoteConninfo(n.cfg.Rewind.Username), quoteConninfo(n.cfg.Name+"_rewind"))
+	n.log.Info("running pg_rewind", "upstream", up.String())
+	start := time.Now()
+	out, err := n.os.run(ctx, "/", []string{"PGPASSWORD=" + n.cfg.Rewind.Password, "PGCONNECT_TIMEOUT=10"},
+		n.bin("pg_rewind"), "-D", n.cfg.DataDir, "--source-server="+src)
+	if err != nil {
+		return err
+	}
+	n.log.Info("pg_rewind done", "took", time.Since(start).Round(time.Millisecond), "output", tail(out, 400))
+	return n.writeStandbyFiles(up)
+}
+
+// writeStandbyFiles re-applies the node-local configuration and makes the
+// data directory a standby of up.
+func (n *Node) writeStandbyFiles(up Upstream) error {
+	if _, err := n.writeLocalConfig(n.currentParams()); err != nil {
+		return err
+	}
+	if _, err := n.writeRecoveryConf(&up); err != nil {
+		return err
+	}
+	return n.setStandbySignal(true)
+}
+
+// CloneFrom fills an empty (or missing) data directory from up with
+// pg_basebackup -X stream -c fast (using up.SlotName, which must exist on
+// up; see EnsureSlots), or with CreateReplicaCommand when configured, then
+// writes the node-local configuration and the standby settings. It leaves
+// the server stopped. It refuses an initialized or non-empty data
+// directory, and on failure removes only what it wrote.
+func (n *Node) CloneFrom(ctx context.Context, up Upstream) error {
+	if err := up.validate(); err != nil {
+		return err
+	}
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	return n.cloneLocked(ctx, up)
+}
+
+func (n *Node) cloneLocked(ctx context.Context, up Upstream) error {
+	if err := n.requireEmptyDataDir(ctx); err != nil {
+		return err
+	}
+	if err := n.prepareDirs(); err != nil {
+		return err
+	}
+	if err := n.os.ensureDir(n.cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	user, pw := up.User, up.Password
+	if user == "" {
+		user, pw = n.cfg.Replication.Username, n.cfg.Replication.Password
+	}
+	env := []string{"PGPASSWORD=" + pw, "PGCONNECT_TIMEOUT=10"}
+	start := time.Now()
+	var err error
+	if n.cfg.CreateReplicaCommand != "" {
+		env = append(env,
+			"PGQ_DATA_DIR="+n.cfg.DataDir,
+			"PGQ_UPSTREAM_HOST="+up.Host,
+			"PGQ_UPSTREAM_PORT="+strconv.Itoa(up.Port),
+			"PGQ_UPSTREAM_CONNINFO="+n.primaryConninfo(up, false),
+			"PGQ_SLOT_NAME="+up.SlotName,
+			"PGHOST="+up.Host, "PGPORT="+strconv.Itoa(up.Port), "PGUSER="+user,
+		)
+		n.log.Info("cloning with custom command", "upstream", up.String())
+		_, err = n.os.run(ctx, "/", env, "/bin/sh", "-c", n.cfg.CreateReplicaCommand)
+	} else {
+		conninfo := fmt.Sprintf("host=%s port=%d user=%s application_name=%s",
+			quoteConninfo(up.Host), up.Port, quoteConninfo(user), quoteConninfo(n.cfg.Name+"_clone"))
+		args := []string{"-D", n.cfg.DataDir, "-d", conninfo, "-X", "stream", "-c", "fast", "--no-password"}
+		if up.SlotName != "" {
+			args = append(args, "-S", up.SlotName)
+		}
+		n.log.Info("running pg_basebackup", "upstream", up.String())
+		_, err = n.os.run(ctx, "/", env, n.bin("pg_basebackup"), args...)
+	}
+	if err == nil {
+		var info DataDirInfo
+		if info, err = n.Inspect(ctx); err == nil && !info.Initialized {
+			err = fmt.Errorf("%w: %s holds no cluster after the clone", ErrCommandFailed, n.cfg.DataDir)
+		}
+	}
+	if err != nil {
+		if cerr := emptyDir(n.cfg.DataDir); cerr != nil {
+			n.log.Error("could not clean up failed clone", "data_dir", n.cfg.DataDir, "err", cerr)
+		}
+		return err
+	}
+	n.log.Info("clone done", "took", time.Since(start).Round(time.Millisecond))
+	return n.writeStandbyFiles(up)
+}
+
+// emptyDir removes everything inside dir, keeping dir.
+func emptyDir(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		errs = append(errs, os.RemoveAll(filepath.Join(dir, e.Name())))
+	}
+	return errors.Join(errs...)
+}
+
+// Reinit replaces the data directory with a fresh clone of up and starts
+// it as a standby. It refuses a running primary (ErrRunningPrimary); a
+// running standby is stopped. The old directory is renamed aside (a rename
+// costs no space) and deleted only after the clone succeeded and the new
+// standby started; if the clone fails, the partial clone is removed and the
+// old directory is put back. If the disk cannot hold both copies the clone
+// fails and nothing is lost: free space and retry.
+func (n *Node) Reinit(ctx context.Context, up Upstream) error {
+	if err := up.validate(); err != nil {
+		return err
+	}
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	info, err := n.Inspect(ctx)
+	if err != nil {
+		return err
+	}
+	if info.Running {
+		rec, err := n.inRecovery(ctx)
+		if err != nil {
+			return fmt.Errorf("reinit %s: cannot tell whether the running server is a primary: %w", n.cfg.DataDir, err)
+		}
+		if !rec {
+			return fmt.Errorf("%w: refusing to reinit %s", ErrRunningPrimary, n.cfg.DataDir)
+		}
+		if err := n.stopLocked(ctx, StopFast); err != nil {
+			return err
+		}
+	}
+	aside := ""
+	if info.Exists {
+		aside = fmt.Sprintf("%s.pgquorum-old-%d", filepath.Clean(n.cfg.DataDir), time.Now().Unix())
+		if err := os.Rename(n.cfg.DataDir, aside); err != nil {
+			return fmt.Errorf("move %s aside to %s: %w", n.cfg.DataDir, aside, err)
+		}
+		n.log.Info("moved old data directory aside", "to", aside)
+	}
+	if err := n.cloneLocked(ctx, up); err != nil {
+		if aside != "" {
+			rmErr := os.RemoveAll(n.cfg.DataDir)
+			if mvErr := os.Rename(aside, n.cfg.DataDir); mvErr != nil {
+				return fmt.Errorf("reinit of %s failed (%w) and the old directory stays at %s: %v", n.cfg.DataDir, err, aside, errors.Join(rmErr, mvErr))
+			}
+		}
+		return fmt.Errorf("reinit of %s failed, old directory restored: %w", n.cfg.DataDir, err)
+	}
+	if err := n.startLocked(ctx, StartOptions{Role: RoleAsIs}); err != nil {
+		if aside != "" {
+			return fmt.Errorf("reinit of %s: clone done but start failed; old directory kept at %s: %w", n.cfg.DataDir, aside, err)
+		}
+		return err
+	}
+	if aside != "" {
+		if err := os.RemoveAll(aside); err != nil {
+			n.log.Warn("could not remove old data directory", "path", aside, "err", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,356 @@
+package pgnode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// connect opens a connection to the local server through its Unix socket
+// as the superuser.
+func (n *Node) connect(ctx context.Context) (*pgx.Conn, error) {
+	return n.connectTo(ctx, n.cfg.SocketDir, n.cfg.Port, n.cfg.Superuser)
+}
+
+// connectTo opens a connection to host:port (or a socket directory) with
+// cr, bounded by ProbeTimeout.
+func (n *Node) connectTo(ctx context.Context, host string, port int, cr Credentials) (*pgx.Conn, error) {
+	secs := int(n.cfg.ProbeTimeout / time.Second)
+	if secs < 1 {
+		secs = 1
+	}
+	cc, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d dbname=postgres sslmode=disable connect_timeout=%d",
+		quoteConninfo(host), port, secs))
+	if err != nil {
+		return nil, fmt.Errorf("connection config for %s:%d: %w", host, port, err)
+	}
+	cc.User = cr.Username
+	cc.Password = cr.Password
+	cc.RuntimeParams["application_name"] = "pgquorum"
+	cctx, cancel := context.WithTimeout(ctx, n.cfg.ProbeTimeout)
+	defer cancel()
+	conn, err := pgx.ConnectConfig(cctx, cc)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s port %d as %s: %w", host, port, cr.Username, err)
+	}
+	return conn, nil
+}
+
+// closeConn closes conn without letting a dead server block the caller.
+func closeConn(conn *pgx.Conn) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = conn.Close(ctx)
+}
+
+// withConn runs f on a fresh local connection bounded by ProbeTimeout.
+func (n *Node) withConn(ctx context.Context, f func(context.Context, *pgx.Conn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ProbeTimeout)
+	defer cancel()
+	conn, err := n.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeConn(conn)
+	return f(ctx, conn)
+}
+
+func (n *Node) ping(ctx context.Context) error {
+	return n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		var one int
+		return c.QueryRow(ctx, "SELECT 1").Scan(&one)
+	})
+}
+
+func (n *Node) inRecovery(ctx context.Context) (bool, error) {
+	var r bool
+	err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		return c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&r)
+	})
+	return r, err
+}
+
+// reloadLocked signals a configuration reload and waits (ProbeTimeout)
+// until new sessions see it, by pg_conf_load_time.
+func (n *Node) reloadLocked(ctx context.Context) error {
+	var before time.Time
+	err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		if err := c.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&before); err != nil {
+			return err
+		}
+		_, err := c.Exec(ctx, "SELECT pg_reload_conf()")
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("reload %s: %w", n.cfg.DataDir, err)
+	}
+	deadline := time.Now().Add(n.cfg.ProbeTimeout)
+	for {
+		var after time.Time
+		err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+			return c.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&after)
+		})
+		if err == nil && after.After(before) {
+			n.log.Info("configuration reloaded")
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("%w: reload of %s not observed (last error %v)", ErrSettingNotApplied, n.cfg.DataDir, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// quoteLiteral quotes s as an SQL string literal (standard_conforming_strings).
+func quoteLiteral(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", "''") + "'"
+}
+
+// ensureRoles creates or updates the superuser's password and the
+// replication and rewind roles, and grants the rewind role the functions
+// pg_rewind calls (and pg_checkpoint, so pgnode can checkpoint a source).
+func (n *Node) ensureRoles(ctx context.Context) error {
+	return n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		if _, err := c.Exec(ctx, "SET log_statement = 'none'"); err != nil {
+			return err
+		}
+		stmts := []string{
+			fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{n.cfg.Superuser.Username}.Sanitize(), quoteLiteral(n.cfg.Superuser.Password)),
+		}
+		for _, r := range []struct {
+			cr    Credentials
+			attrs string
+		}{
+			{n.cfg.Replication, "LOGIN REPLICATION"},
+			{n.cfg.Rewind, "LOGIN"},
+		} {
+			var exists bool
+			if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", r.cr.Username).Scan(&exists); err != nil {
+				return err
+			}
+			verb := "CREATE"
+			if exists {
+				verb = "ALTER"
+			}
+			stmts = append(stmts, fmt.Sprintf("%s ROLE %s WITH %s PASSWORD %s", verb,
+				pgx.Identifier{r.cr.Username}.Sanitize(), r.attrs, quoteLiteral(r.cr.Password)))
+		}
+		rw := pgx.Identifier{n.cfg.Rewind.Username}.Sanitize()
+		for _, f := range []string{
+			"pg_catalog.pg_ls_dir(text, boolean, boolean)",
+			"pg_catalog.pg_stat_file(text, boolean)",
+			"pg_catalog.pg_read_binary_file(text)",
+			"pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
+		} {
+			stmts = append(stmts, fmt.Sprintf("GRANT EXECUTE ON FUNCTION %s TO %s", f, rw))
+		}
+		stmts = append(stmts, "GRANT pg_checkpoint TO "+rw)
+		for _, s := range stmts {
+			if _, err := c.Exec(ctx, s); err != nil {
+				return fmt.Errorf("create roles on %s: %w", n.cfg.DataDir, err)
+			}
+		}
+		n.log.Info("roles ensured", "replication", n.cfg.Replication.Username, "rewind", n.cfg.Rewind.Username)
+		return nil
+	})
+}
+
+// ReplicaStatus is one row of pg_stat_replication.
+type ReplicaStatus struct {
+	ApplicationName string
+	ClientAddr      string
+	State           string
+	SentLSN         LSN
+	WriteLSN        LSN
+	FlushLSN        LSN
+	ReplayLSN       LSN
+	// SyncState is "async", "potential", "sync" or "quorum".
+	SyncState    string
+	SyncPriority int
+}
+
+// Status is what Probe saw of the running server.
+type Status struct {
+	// Up reports that the server answered.
+	Up bool
+	// InRecovery reports a standby (or a server still recovering).
+	InRecovery bool
+	// Timeline is the primary's current timeline, or for a standby the
+	// timeline it receives (else its last restartpoint's).
+	Timeline uint32
+	// CurrentLSN is pg_current_wal_lsn() on a primary.
+	CurrentLSN LSN
+	// ReceiveLSN and ReplayLSN are a standby's received and replayed WAL.
+	ReceiveLSN LSN
+	ReplayLSN  LSN
+	// LastReplayTime is pg_last_xact_replay_timestamp() on a standby.
+	LastReplayTime time.Time
+	// WALReceiver is pg_stat_wal_receiver.status ("streaming", ...) or "".
+	WALReceiver string
+	// UpstreamHost and UpstreamPort are the WAL receiver's sender.
+	UpstreamHost string
+	UpstreamPort int
+	// Replicas are the standbys streaming from this server.
+	Replicas []ReplicaStatus
+	// SynchronousStandbyNames is the active synchronous_standby_names.
+	SynchronousStandbyNames string
+	// PendingRestart lists parameters changed in the files that need a
+	// restart to take effect.
+	PendingRestart []string
+	// PostmasterStartTime is pg_postmaster_start_time().
+	PostmasterStartTime time.Time
+	// ServerVersion is server_version_num, e.g. 150018.
+	ServerVersion int
+}
+
+func parseLSNPtr(s *string) LSN {
+	if s == nil {
+		return 0
+	}
+	l, _ := ParseLSN(*s)
+	return l
+}
+
+// Probe connects through the local socket (bounded by ProbeTimeout) and
+// reports the server's role, timeline, WAL positions, standbys and pending
+// restarts. If the server cannot be reached it returns a Status with Up
+// false and the error. It only reads; a primary on a stalled disk passes
+// it, so health checks of a primary also need WriteProbe.
+func (n *Node) Probe(ctx context.Context) (Status, error) {
+	var st Status
+	err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		if err := c.QueryRow(ctx, `SELECT pg_is_in_recovery(), pg_postmaster_start_time(),
+			current_setting('synchronous_standby_names'), current_setting('server_version_num')::int`).
+			Scan(&st.InRecovery, &st.PostmasterStartTime, &st.SynchronousStandbyNames, &st.ServerVersion); err != nil {
+			return err
+		}
+		st.Up = true
+		if !st.InRecovery {
+			var lsn, wal string
+			if err := c.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())").Scan(&lsn, &wal); err != nil {
+				return err
+			}
+			st.CurrentLSN, _ = ParseLSN(lsn)
+			if len(wal) >= 8 {
+				if tli, err := strconv.ParseUint(wal[:8], 16, 32); err == nil {
+					st.Timeline = uint32(tli)
+				}
+			}
+		} else {
+			var recv, replay *string
+			var ts *time.Time
+			if err := c.QueryRow(ctx, "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()").
+				Scan(&recv, &replay, &ts); err != nil {
+				return err
+			}
+			st.ReceiveLSN, st.ReplayLSN = parseLSNPtr(recv), parseLSNPtr(replay)
+			if ts != nil {
+				st.LastReplayTime = *ts
+			}
+			var status, host *string
+			var tli, port *int32
+			err := c.QueryRow(ctx, "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver").Scan(&status, &tli, &host, &port)
+			switch {
+			case errors.Is(err, pgx.ErrNoRows):
+			case err != nil:
+				return err
+			default:
+				if status != nil {
+					st.WALReceiver = *status
+				}
+				if tli != nil && *tli > 0 {
+					st.Timeline = uint32(*tli)
+				}
+				if host != nil {
+					st.UpstreamHost = *host
+				}
+				if port != nil {
+					st.UpstreamPort = int(*port)
+				}
+			}
+			if st.Timeline == 0 {
+				var t int32
+				if err := c.QueryRow(ctx, "SELECT timeline_id FROM pg_control_checkpoint()").Scan(&t); err != nil {
+					return err
+				}
+				st.Timeline = uint32(t)
+			}
+		}
+		rows, err := c.Query(ctx, `SELECT coalesce(application_name, ''), coalesce(client_addr::text, ''), coalesce(state, ''),
+			sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text, coalesce(sync_state, ''), coalesce(sync_priority, 0)
+			FROM pg_stat_replication ORDER BY application_name`)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var r ReplicaStatus
+			var sent, write, flush, replay *string
+			if err := rows.Scan(&r.ApplicationName, &r.ClientAddr, &r.State, &sent, &write, &flush, &replay, &r.SyncState, &r.SyncPriority); err != nil {
+				rows.Close()
+				return err
+			}
+			r.SentLSN, r.WriteLSN, r.FlushLSN, r.ReplayLSN = parseLSNPtr(sent), parseLSNPtr(write), parseLSNPtr(flush), parseLSNPtr(replay)
+			st.Replicas = append(st.Replicas, r)
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		pr, err := pendingRestart(ctx, c)
+		st.PendingRestart = pr
+		return err
+	})
+	if err != nil {
+		return st, fmt.Errorf("probe %s: %w", n.cfg.DataDir, err)
+	}
+	return st, nil
+}
+
+func pendingRestart(ctx context.Context, c *pgx.Conn) ([]string, error) {
+	rows, err := c.Query(ctx, "SELECT name FROM pg_settings WHERE pending_restart ORDER BY name")
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// WriteProbe commits a tiny transaction that writes and flushes WAL (a
+// transactional logical message, no table needed), with
+// synchronous_commit=local so it tests this server's disk and not its
+// standbys. The timeout is enforced on the client side: a stalled disk
+// hangs the commit, and statement_timeout would not end it. It fails with
+// ErrWriteProbe (or ErrNotPrimary on a standby).
+func (n *Node) WriteProbe(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	conn, err := n.connect(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrWriteProbe, n.cfg.DataDir, err)
+	}
+	defer closeConn(conn)
+	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+		var rec bool
+		if err := tx.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+			return err
+		}
+		if rec {
+			return ErrNotPrimary
+		}
+		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = local"); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, 'pgquorum', 'write-probe')")
+		return err
+	})
+	if errors.Is(err, ErrNotPrimary) {
+		return fmt.Errorf("write probe %s: %w", n.cfg.DataDir, err)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %s: %w", ErrWriteProbe, n.cfg.DataDir, err)
+	}
+	return nil
+}
