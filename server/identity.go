@@ -41,7 +41,7 @@ func (s *Server) checkIdentity() error {
 		return fmt.Errorf("%w: %s is not a pgquorum identity file: %v (left untouched)", ErrDataDir, path, err)
 	}
 	if id.ClusterName != s.opts.ClusterName {
-		return fmt.Errorf("%w: data_dir %s %v %q, but cluster_name is %q", ErrDataDir, s.opts.DataDir, ErrWrongCluster, id.ClusterName, s.opts.ClusterName)
+		return fmt.Errorf("%w: data_dir %s %w %q, but cluster_name is %q", ErrDataDir, s.opts.DataDir, ErrWrongCluster, id.ClusterName, s.opts.ClusterName)
 	}
 	if id.NodeID != s.opts.NodeID {
 		return fmt.Errorf("%w: data_dir %s belongs to node %q, but node_id is %q", ErrDataDir, s.opts.DataDir, id.NodeID, s.opts.NodeID)

@@ -99,7 +99,17 @@ func (s *Server) nodeTick(ctx context.Context) {
 		s.contacts.touch(s.opts.NodeID, time.Now())
 		return
 	}
+	cctx, cancel := context.WithTimeout(ctx, s.opts.Timing.RetryTimeout)
+	defer cancel()
 	leaderID, leaderAddr := s.Leader()
+	if !sameMember(fsm.FindMember(st, s.opts.NodeID), s.opts.self(s.opts.RaftAdvertiseAddr)) {
+		// Our record is missing or stale (new addresses, tags, suffrage).
+		// With no leader in sight (say, our Raft address changed), any
+		// member can forward the registration.
+		if err := s.joinVia(cctx, s.registrationTargets(st, leaderAddr)); err != nil {
+			s.log.Warn("member registration failed", "err", err)
+		}
+	}
 	if leaderID == "" || leaderAddr == "" {
 		return
 	}
@@ -107,16 +117,24 @@ func (s *Server) nodeTick(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.opts.Timing.RetryTimeout)
-	defer cancel()
-	if !sameMember(fsm.FindMember(st, s.opts.NodeID), s.opts.self(s.opts.RaftAdvertiseAddr)) {
-		if err := s.joinVia(cctx, []string{leaderAddr}); err != nil {
-			s.log.Warn("member registration failed", "err", err)
-		}
-	}
 	if _, err := c.Heartbeat(cctx, &pb.HeartbeatRequest{MemberId: s.opts.NodeID, AppliedIndex: s.raft.AppliedIndex()}); err != nil {
 		s.log.Debug("heartbeat failed", "leader", leaderID, "err", err)
 	}
+}
+
+// registrationTargets lists where to send our registration: the leader
+// when known, else every other member and the configured join addresses.
+func (s *Server) registrationTargets(st *pb.ClusterState, leaderAddr string) []string {
+	if leaderAddr != "" {
+		return []string{leaderAddr}
+	}
+	var out []string
+	for _, m := range st.Members {
+		if m.Id != s.opts.NodeID {
+			out = append(out, m.GrpcAddr)
+		}
+	}
+	return append(out, s.opts.Join...)
 }
 
 // remoteStatus asks a peer for its status.

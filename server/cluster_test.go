@@ -1,0 +1,346 @@
+package server_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	"github.com/pgquorum/pgquorum/fsm"
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"github.com/pgquorum/pgquorum/server"
+	"github.com/pgquorum/pgquorum/server/servertest"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+const wait = 15 * time.Second
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), wait)
+	t.Cleanup(cancel)
+	return c
+}
+
+// converged waits until every running node applied the same state and all
+// wanted members are registered.
+func converged(t *testing.T, c *servertest.Cluster, members int) *pb.ClusterState {
+	t.Helper()
+	var st *pb.ClusterState
+	c.Eventually(wait, "state to converge", func() bool {
+		st = nil
+		for _, n := range c.Nodes {
+			if !n.Running() {
+				continue
+			}
+			s, err := n.Srv.State(context.Background(), false)
+			if err != nil || len(s.Members) != members || s.Identity.Uuid == "" {
+				return false
+			}
+			s.Index = 0
+			if st != nil && !proto.Equal(st, s) {
+				return false
+			}
+			st = s
+		}
+		return st != nil
+	})
+	return st
+}
+
+func raftServers(t *testing.T, n *servertest.Node) map[string]raft.Server {
+	t.Helper()
+	ns := n.Srv.Status()
+	out := map[string]raft.Server{}
+	for _, p := range ns.Peers {
+		s := raft.Voter
+		if p.Suffrage == pb.Suffrage_SUFFRAGE_NONVOTER {
+			s = raft.Nonvoter
+		}
+		out[p.Id] = raft.Server{ID: raft.ServerID(p.Id), Address: raft.ServerAddress(p.RaftAddr), Suffrage: s}
+	}
+	return out
+}
+
+func TestCluster_FormsQuorumAndAgrees(t *testing.T) {
+	c := servertest.New(t, 3)
+	st := converged(t, c, 3)
+	if st.Identity.Name != "test" || len(st.Identity.Uuid) != 36 {
+		t.Fatalf("identity = %v", st.Identity)
+	}
+	if st.Config.Version != 1 {
+		t.Fatalf("config version = %d, want 1", st.Config.Version)
+	}
+	for _, m := range st.Members {
+		if m.GrpcAddr == "" || m.RaftAddr == "" || m.Suffrage != pb.Suffrage_SUFFRAGE_VOTER {
+			t.Errorf("member %v incomplete", m)
+		}
+	}
+}
+
+func TestCluster_LeaderLoss(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	old := c.WaitLeader(wait)
+	c.Kill(old)
+	leader := c.WaitLeader(wait)
+	if leader == old {
+		t.Fatal("killed node still leads")
+	}
+	if _, err := leader.Srv.SetPaused(ctx(t), true); err != nil {
+		t.Fatalf("write on new leader: %v", err)
+	}
+	c.Start(old)
+	c.Eventually(wait, "old leader to catch up", func() bool {
+		st, _ := old.Srv.State(context.Background(), false)
+		return st.Paused
+	})
+}
+
+func TestCluster_MinorityPartition(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	old := c.WaitLeader(wait)
+	c.Partition(old)
+	var leader *servertest.Node
+	c.Eventually(wait, "majority to elect a new leader", func() bool {
+		for _, n := range c.Followers() {
+			if n.Srv.IsLeader() {
+				leader = n
+			}
+		}
+		for _, n := range c.Nodes {
+			if n != old && n.Srv.IsLeader() {
+				leader = n
+				return true
+			}
+		}
+		return false
+	})
+	if _, err := leader.Srv.SetPaused(ctx(t), true); err != nil {
+		t.Fatalf("majority write: %v", err)
+	}
+	// The isolated node cannot commit: it either stepped down or its
+	// write fails for lack of quorum.
+	short, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if _, err := old.Srv.SetPaused(short, false); err == nil {
+		t.Fatal("minority side committed a write")
+	}
+	c.Heal()
+	c.Eventually(wait, "isolated node to rejoin and catch up", func() bool {
+		st, _ := old.Srv.State(context.Background(), false)
+		return st.Paused && !old.Srv.IsLeader() || st.Paused && old == c.WaitLeader(wait)
+	})
+}
+
+func TestCluster_RemoveLeader(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	old := c.WaitLeader(wait)
+	if _, err := old.Srv.RemoveMember(ctx(t), old.ID, false); err != nil {
+		t.Fatalf("remove leader: %v", err)
+	}
+	c.Kill(old)
+	leader := c.WaitLeader(wait)
+	c.Eventually(wait, "removed leader gone from raft and fsm", func() bool {
+		st, _ := leader.Srv.State(context.Background(), false)
+		_, inRaft := raftServers(t, leader)[old.ID]
+		return len(raftServers(t, leader)) == 2 && !inRaft && fsm.FindMember(st, old.ID) == nil
+	})
+}
+
+func TestCluster_QuorumGuard(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	leader := c.WaitLeader(wait)
+	f := c.Followers()
+	dead, alive := f[0], f[1]
+	c.Kill(dead)
+	time.Sleep(2 * servertest.Timing.TTL) // let the dead node's last contact age past the health window
+	_, err := leader.Srv.RemoveMember(ctx(t), alive.ID, false)
+	if !errors.Is(err, server.ErrQuorumRisk) {
+		t.Fatalf("removing a healthy voter while another is dead: err = %v, want ErrQuorumRisk", err)
+	}
+	// Through gRPC the refusal is FAILED_PRECONDITION with its reason.
+	_, err = c.Client(leader).RemoveMember(ctx(t), &pb.RemoveMemberRequest{Id: alive.ID})
+	if status.Code(err) != codes.FailedPrecondition || !errors.Is(server.FromStatus(err), server.ErrQuorumRisk) {
+		t.Fatalf("gRPC remove: %v", err)
+	}
+	if _, err := leader.Srv.RemoveMember(ctx(t), dead.ID, false); err != nil {
+		t.Fatalf("removing the dead voter must be allowed: %v", err)
+	}
+	_, err = c.Client(leader).RemoveMember(ctx(t), &pb.RemoveMemberRequest{Id: "nope"})
+	if status.Code(err) != codes.NotFound {
+		t.Fatalf("remove unknown: %v, want NotFound", err)
+	}
+}
+
+// Force skips the quorum guard: the removal is attempted even though the
+// cluster may then be unable to commit (that is what force means).
+func TestCluster_ForceRemove(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	leader := c.WaitLeader(wait)
+	f := c.Followers()
+	c.Kill(f[0])
+	time.Sleep(2 * servertest.Timing.TTL)
+	short, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := leader.Srv.RemoveMember(short, f[1].ID, true); errors.Is(err, server.ErrQuorumRisk) {
+		t.Fatalf("forced removal still guarded: %v", err)
+	}
+}
+
+func TestCluster_JoinNonVoterAndWitness(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	follower := c.Followers()[0]
+	nv := c.AddNode("n4", follower) // joins through a follower: forwarded
+	nv.Opts.NonVoter = true
+	c.Start(nv)
+	w := c.AddNode("w5", c.Nodes[0])
+	w.Opts.Role = pb.MemberRole_MEMBER_ROLE_WITNESS
+	w.Opts.PGAddr = ""
+	c.Start(w)
+	st := converged(t, c, 5)
+	leader := c.WaitLeader(wait)
+	srvs := raftServers(t, leader)
+	if srvs["n4"].Suffrage != raft.Nonvoter || srvs["w5"].Suffrage != raft.Voter {
+		t.Fatalf("raft suffrage: %v", srvs)
+	}
+	if m := fsm.FindMember(st, "w5"); m.Role != pb.MemberRole_MEMBER_ROLE_WITNESS {
+		t.Fatalf("witness role = %v", m.Role)
+	}
+}
+
+func TestCluster_JoinWithChangedAddress(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	n := c.Followers()[0]
+	c.Kill(n)
+	n.RaftAddr = "raft-" + n.ID + "-moved"
+	n.Opts.Join = []string{c.Nodes[0].GRPCAddr, c.Nodes[1].GRPCAddr, c.Nodes[2].GRPCAddr}
+	c.Start(n)
+	c.Eventually(wait, "raft config to hold the new address once", func() bool {
+		l := c.WaitLeader(wait)
+		srvs := raftServers(t, l)
+		st, _ := l.Srv.State(context.Background(), false)
+		m := fsm.FindMember(st, n.ID)
+		return len(srvs) == 3 && string(srvs[n.ID].Address) == n.RaftAddr && m != nil && m.RaftAddr == n.RaftAddr
+	})
+	converged(t, c, 3)
+}
+
+func TestCluster_RestartKeepsState(t *testing.T) {
+	c := servertest.New(t, 3)
+	before := converged(t, c, 3)
+	if _, err := c.WaitLeader(wait).Srv.SetPaused(ctx(t), true); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range c.Nodes {
+		c.Kill(n)
+	}
+	for _, n := range c.Nodes {
+		c.Start(n)
+	}
+	after := converged(t, c, 3)
+	if after.Identity.Uuid != before.Identity.Uuid || !after.Paused {
+		t.Fatalf("state lost across restart: before %v after %v", before.Identity, after)
+	}
+}
+
+func TestServer_RefusesForeignDataDir(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	n := c.Nodes[2]
+	c.Kill(n)
+	opts := n.Opts
+	opts.ClusterName = "other"
+	_, err := server.New(opts)
+	if !errors.Is(err, server.ErrDataDir) || !errors.Is(err, server.ErrWrongCluster) {
+		t.Fatalf("foreign data dir: err = %v", err)
+	}
+	opts = n.Opts
+	opts.NodeID = "n9"
+	if _, err := server.New(opts); !errors.Is(err, server.ErrDataDir) {
+		t.Fatalf("data dir of another node: err = %v", err)
+	}
+}
+
+func TestServer_JoinWrongClusterRefused(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	_, err := c.Client(c.Followers()[0]).Join(ctx(t), &pb.JoinRequest{
+		ClusterName: "other",
+		Member:      &pb.Member{Id: "x", RaftAddr: "raft-x", GrpcAddr: "127.0.0.1:1"},
+	})
+	if status.Code(err) != codes.FailedPrecondition || !errors.Is(server.FromStatus(err), server.ErrWrongCluster) {
+		t.Fatalf("join of another cluster: %v", err)
+	}
+	_, err = c.Client(c.Nodes[0]).Join(ctx(t), &pb.JoinRequest{ClusterName: "test", Member: &pb.Member{Id: "x"}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("join without addresses: %v, want InvalidArgument", err)
+	}
+}
+
+func TestWatch_SnapshotThenDeltasAndResume(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	follower := c.Followers()[0]
+	wctx, cancel := context.WithCancel(ctx(t))
+	defer cancel()
+	stream, err := c.Client(follower).Watch(wctx, &pb.WatchRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := stream.Recv()
+	if err != nil || first.GetSnapshot() == nil {
+		t.Fatalf("first event = %v, %v; want a snapshot", first, err)
+	}
+	leader := c.WaitLeader(wait)
+	idx, err := leader.Srv.SetPaused(ctx(t), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st *pb.ClusterState
+	st = fsm.ApplyEvent(st, first)
+	for st.Index < idx {
+		ev, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		st = fsm.ApplyEvent(st, ev)
+	}
+	if !st.Paused {
+		t.Fatal("watcher did not see pause")
+	}
+	cancel()
+	// Resume from the index we have: only later changes arrive, as deltas.
+	if _, err := leader.Srv.SetPaused(ctx(t), false); err != nil {
+		t.Fatal(err)
+	}
+	stream2, err := c.Client(follower).Watch(ctx(t), &pb.WatchRequest{FromIndex: st.Index})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev, err := stream2.Recv()
+	if err != nil || ev.GetDelta() == nil || ev.GetDelta().Paused == nil || *ev.GetDelta().Paused {
+		t.Fatalf("resumed watch got %v, %v; want the unpause delta", ev, err)
+	}
+}
+
+func TestForwarding_WritesToFollowerReachLeader(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	f := c.Followers()[0]
+	st, err := c.Client(f).GetState(ctx(t), &pb.GetStateRequest{Linearizable: true})
+	if err != nil || st.Identity.Uuid == "" {
+		t.Fatalf("linearizable read via follower: %v %v", st, err)
+	}
+	if _, err := c.Client(f).Heartbeat(ctx(t), &pb.HeartbeatRequest{MemberId: f.ID}); err != nil {
+		t.Fatalf("heartbeat via follower: %v", err)
+	}
+}

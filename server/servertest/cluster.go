@@ -1,0 +1,264 @@
+// Package servertest runs several pgquorum nodes in one process for tests:
+// Raft over raft.InmemTransport (so tests can partition it), the real Bolt
+// stores in temporary directories (so restarts keep state), and the real
+// gRPC service on loopback (so forwarding and watches are exercised).
+package servertest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/raft"
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"github.com/pgquorum/pgquorum/rpc"
+	"github.com/pgquorum/pgquorum/server"
+	"google.golang.org/grpc"
+)
+
+// Timing is fast enough for tests and slow enough for -race on 2 cores.
+var Timing = server.Timing{
+	TTL: 2 * time.Second, LoopWait: 100 * time.Millisecond, RetryTimeout: time.Second, SafetyMargin: 200 * time.Millisecond,
+	RaftHeartbeat: 200 * time.Millisecond, RaftElection: 200 * time.Millisecond,
+	RaftLeaderLease: 100 * time.Millisecond, RaftCommit: 10 * time.Millisecond,
+}
+
+// Node is one in-process node.
+type Node struct {
+	ID       string
+	RaftAddr string
+	GRPCAddr string
+	DataDir  string
+	Opts     server.Options
+	Srv      *server.Server
+
+	trans  *raft.InmemTransport
+	grpc   *grpc.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Running reports whether the node is up.
+func (n *Node) Running() bool { return n.Srv != nil }
+
+// Cluster is a set of in-process nodes.
+type Cluster struct {
+	t     testing.TB
+	mu    sync.Mutex
+	Nodes []*Node
+	pool  *rpc.Pool
+	// cut holds pairs of raft addresses that may not talk.
+	cut map[[2]string]bool
+}
+
+// Option changes a node's options before it starts.
+type Option func(*server.Options)
+
+// New starts n nodes bootstrapped from an initial_cluster list and waits
+// for a leader.
+func New(t testing.TB, n int, opts ...Option) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, pool: rpc.NewPool(nil), cut: map[[2]string]bool{}}
+	t.Cleanup(c.Close)
+	var initial []raft.Server
+	for i := 1; i <= n; i++ {
+		node := c.newNode(fmt.Sprintf("n%d", i))
+		initial = append(initial, raft.Server{ID: raft.ServerID(node.ID), Address: raft.ServerAddress(node.RaftAddr), Suffrage: raft.Voter})
+	}
+	for _, node := range c.Nodes {
+		node.Opts.InitialCluster = initial
+		for _, o := range opts {
+			o(&node.Opts)
+		}
+		c.Start(node)
+	}
+	c.WaitLeader(10 * time.Second)
+	return c
+}
+
+// newNode reserves addresses and a data directory for a node.
+func (c *Cluster) newNode(id string) *Node {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	_ = lis.Close()
+	n := &Node{ID: id, RaftAddr: "raft-" + id, GRPCAddr: addr, DataDir: c.t.TempDir()}
+	n.Opts = server.Options{
+		NodeID: id, ClusterName: "test", DataDir: n.DataDir,
+		RaftAdvertiseAddr: n.RaftAddr, GRPCAddr: addr, PGAddr: "127.0.0.1:5432",
+		Timing: Timing, Dial: c.pool.Client, Version: "test",
+		Logger: logger(id),
+	}
+	c.mu.Lock()
+	c.Nodes = append(c.Nodes, n)
+	c.mu.Unlock()
+	return n
+}
+
+func logger(id string) *slog.Logger {
+	var w io.Writer = io.Discard
+	if os.Getenv("PGQUORUM_TEST_LOG") != "" {
+		w = os.Stderr
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test_node", id)
+}
+
+// AddNode prepares a node that joins through the given members; call
+// Start to run it.
+func (c *Cluster) AddNode(id string, joinVia ...*Node) *Node {
+	n := c.newNode(id)
+	for _, j := range joinVia {
+		n.Opts.Join = append(n.Opts.Join, j.GRPCAddr)
+	}
+	return n
+}
+
+// Start runs a node (again, after Kill) with its current options and data.
+func (c *Cluster) Start(n *Node) {
+	c.t.Helper()
+	_, n.trans = raft.NewInmemTransport(raft.ServerAddress(n.RaftAddr))
+	n.Opts.Transport = n.trans
+	n.Opts.RaftAdvertiseAddr = n.RaftAddr
+	srv, err := server.New(n.Opts)
+	if err != nil {
+		c.t.Fatalf("start %s: %v", n.ID, err)
+	}
+	lis, err := net.Listen("tcp", n.GRPCAddr)
+	if err != nil {
+		c.t.Fatalf("listen %s: %v", n.GRPCAddr, err)
+	}
+	g := grpc.NewServer()
+	rpc.NewAdmin(srv, c.pool, n.Opts.Logger).Register(g)
+	go func() { _ = g.Serve(lis) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	n.Srv, n.grpc, n.cancel, n.done = srv, g, cancel, make(chan error, 1)
+	go func() { n.done <- srv.Run(ctx) }()
+	c.rewire()
+}
+
+// rewire connects every running transport to every other, minus cuts.
+func (c *Cluster) rewire() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range c.Nodes {
+		if a.trans == nil {
+			continue
+		}
+		a.trans.DisconnectAll()
+		for _, b := range c.Nodes {
+			if b == a || b.trans == nil || c.cut[[2]string{a.RaftAddr, b.RaftAddr}] {
+				continue
+			}
+			a.trans.Connect(raft.ServerAddress(b.RaftAddr), b.trans)
+		}
+	}
+}
+
+// Kill stops a node abruptly: Raft shuts down and its gRPC server stops.
+func (c *Cluster) Kill(n *Node) {
+	if n.Srv == nil {
+		return
+	}
+	n.cancel()
+	n.grpc.Stop()
+	select {
+	case <-n.done:
+	case <-time.After(10 * time.Second):
+		c.t.Errorf("node %s did not stop", n.ID)
+	}
+	n.Srv, n.trans = nil, nil
+	c.rewire()
+}
+
+// Partition cuts Raft traffic between the listed nodes and all others.
+func (c *Cluster) Partition(group ...*Node) {
+	in := map[*Node]bool{}
+	for _, n := range group {
+		in[n] = true
+	}
+	c.mu.Lock()
+	for _, a := range c.Nodes {
+		for _, b := range c.Nodes {
+			if in[a] != in[b] {
+				c.cut[[2]string{a.RaftAddr, b.RaftAddr}] = true
+			}
+		}
+	}
+	c.mu.Unlock()
+	c.rewire()
+}
+
+// Heal removes every partition.
+func (c *Cluster) Heal() {
+	c.mu.Lock()
+	c.cut = map[[2]string]bool{}
+	c.mu.Unlock()
+	c.rewire()
+}
+
+// Close stops every node.
+func (c *Cluster) Close() {
+	for _, n := range c.Nodes {
+		c.Kill(n)
+	}
+	c.pool.Close()
+}
+
+// Client returns a gRPC Admin client for a node.
+func (c *Cluster) Client(n *Node) pb.AdminClient {
+	cl, err := c.pool.Client(n.GRPCAddr)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// WaitLeader waits until exactly one running node leads and returns it.
+func (c *Cluster) WaitLeader(timeout time.Duration) *Node {
+	c.t.Helper()
+	var leader *Node
+	c.Eventually(timeout, "a single leader", func() bool {
+		leader = nil
+		for _, n := range c.Nodes {
+			if n.Srv != nil && n.Srv.IsLeader() {
+				if leader != nil {
+					return false
+				}
+				leader = n
+			}
+		}
+		return leader != nil
+	})
+	return leader
+}
+
+// Followers returns the running nodes that do not lead.
+func (c *Cluster) Followers() []*Node {
+	var out []*Node
+	for _, n := range c.Nodes {
+		if n.Srv != nil && !n.Srv.IsLeader() {
+			out = append(out, n)
+		}
+	}
+	return out
+}
+
+// Eventually polls cond until it holds or timeout passes.
+func (c *Cluster) Eventually(timeout time.Duration, what string, cond func() bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			c.t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
