@@ -1,0 +1,418 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"github.com/pgquorum/pgquorum/rpc"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+)
+
+// ctlEnv names the environment variable with the default endpoints.
+const ctlEnv = "PGQUORUM_CTL_ENDPOINTS"
+
+// ctl holds the flags shared by every ctl verb.
+type ctl struct {
+	endpoints []string
+	output    string
+	timeout   time.Duration
+	pool      *rpc.Pool
+	out       io.Writer
+}
+
+func ctlCmd() *cobra.Command {
+	c := &ctl{}
+	cmd := &cobra.Command{
+		Use:   "ctl",
+		Short: "Administer a running cluster over gRPC",
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if len(c.endpoints) == 0 {
+				if env := os.Getenv(ctlEnv); env != "" {
+					c.endpoints = strings.Split(env, ",")
+				}
+			}
+			if len(c.endpoints) == 0 {
+				return fmt.Errorf("--endpoints: no member address given (flag or $%s)", ctlEnv)
+			}
+			if c.output != "table" && c.output != "json" {
+				return fmt.Errorf("-o: %q is not table or json", c.output)
+			}
+			c.pool = rpc.NewPool(nil)
+			c.out = cmd.OutOrStdout()
+			return nil
+		},
+		PersistentPostRun: func(*cobra.Command, []string) {
+			if c.pool != nil {
+				c.pool.Close()
+			}
+		},
+	}
+	f := cmd.PersistentFlags()
+	f.StringSliceVar(&c.endpoints, "endpoints", nil, "gRPC addresses of members, tried in turn (default $"+ctlEnv+")")
+	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	f.DurationVar(&c.timeout, "timeout", 5*time.Second, "timeout of each call")
+	cmd.AddCommand(c.statusCmd(), c.membersCmd(), c.watchCmd())
+	return cmd
+}
+
+// call runs fn against each endpoint in turn until one answers. Only
+// "cannot reach" errors move on to the next endpoint; an answer that is an
+// error is final.
+func (c *ctl) call(ctx context.Context, fn func(context.Context, pb.AdminClient) error) error {
+	var errs []error
+	for _, ep := range c.endpoints {
+		cl, err := c.pool.Client(ep)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		err = fn(cctx, cl)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if code := status.Code(err); code != codes.Unavailable && code != codes.DeadlineExceeded {
+			return describe(err)
+		}
+		errs = append(errs, fmt.Errorf("%s: %s", ep, status.Convert(err).Message()))
+	}
+	return fmt.Errorf("no member answered: %w", errors.Join(errs...))
+}
+
+// describe turns a gRPC error into "CODE: message".
+func describe(err error) error {
+	st := status.Convert(err)
+	return fmt.Errorf("%s: %s", st.Code(), st.Message())
+}
+
+func (c *ctl) printJSON(msgs ...proto.Message) error {
+	opts := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}
+	if len(msgs) == 1 {
+		b, err := opts.Marshal(msgs[0])
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(c.out, string(b))
+		return err
+	}
+	parts := make([]string, 0, len(msgs))
+	for _, m := range msgs {
+		b, err := opts.Marshal(m)
+		if err != nil {
+			return err
+		}
+		parts = append(parts, string(b))
+	}
+	_, err := fmt.Fprintf(c.out, "[%s]\n", strings.Join(parts, ",\n"))
+	return err
+}
+
+func (c *ctl) table(header ...string) *tabwriter.Writer {
+	w := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, strings.Join(header, "\t"))
+	return w
+}
+
+func (c *ctl) state(ctx context.Context) (*pb.ClusterState, error) {
+	var st *pb.ClusterState
+	err := c.call(ctx, func(ctx context.Context, cl pb.AdminClient) error {
+		var err error
+		st, err = cl.GetState(ctx, &pb.GetStateRequest{})
+		return err
+	})
+	return st, err
+}
+
+func (c *ctl) statusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status",
+		Short: "Raft view of every member: role, term, leader, commit/applied index, last contact",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			st, err := c.state(ctx)
+			if err != nil {
+				return err
+			}
+			var (
+				all     []proto.Message
+				leader  *pb.NodeStatus
+				byID    = map[string]*pb.NodeStatus{}
+				missing = map[string]error{}
+			)
+			for _, m := range st.Members {
+				cl, err := c.pool.Client(m.GrpcAddr)
+				if err == nil {
+					cctx, cancel := context.WithTimeout(ctx, c.timeout)
+					var ns *pb.NodeStatus
+					ns, err = cl.Status(cctx, &pb.StatusRequest{})
+					cancel()
+					if err == nil {
+						byID[m.Id] = ns
+						all = append(all, ns)
+						if ns.RaftState == "Leader" {
+							leader = ns
+						}
+						continue
+					}
+				}
+				missing[m.Id] = err
+			}
+			if c.output == "json" {
+				return c.printJSON(all...)
+			}
+			contact := map[string]int64{}
+			if leader != nil {
+				for _, p := range leader.Peers {
+					contact[p.Id] = p.LastContactMs
+				}
+			}
+			w := c.table("MEMBER", "RAFT", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST CONTACT", "GRPC")
+			for _, m := range st.Members {
+				ns, ok := byID[m.Id]
+				if !ok {
+					fmt.Fprintf(w, "%s\tunreachable\t-\t-\t-\t-\t-\t%s (%s)\n", m.Id, m.GrpcAddr, status.Convert(missing[m.Id]).Message())
+					continue
+				}
+				last := "-"
+				if ms, ok := contact[m.Id]; ok && ms >= 0 {
+					last = (time.Duration(ms) * time.Millisecond).String()
+				}
+				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", m.Id, ns.RaftState, ns.Term, ns.LeaderId, ns.CommitIndex, ns.AppliedIndex, last, m.GrpcAddr)
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func (c *ctl) membersCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "members",
+		Short: "List members; add or remove one",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := c.state(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				msgs := make([]proto.Message, 0, len(st.Members))
+				for _, m := range st.Members {
+					msgs = append(msgs, m)
+				}
+				return c.printJSON(msgs...)
+			}
+			w := c.table("MEMBER", "ROLE", "SUFFRAGE", "PRIMARY", "RAFT", "GRPC", "POSTGRES", "TAGS")
+			for _, m := range st.Members {
+				primary := ""
+				if m.Id == st.Primary.GetMemberId() {
+					primary = fmt.Sprintf("yes (epoch %d)", st.Primary.Epoch)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, roleName(m.Role), suffrageName(m.Suffrage),
+					primary, m.RaftAddr, m.GrpcAddr, dash(m.PgAddr), tagString(m.Tags))
+			}
+			return w.Flush()
+		},
+	}
+	cmd.AddCommand(c.membersAddCmd(), c.membersRemoveCmd())
+	return cmd
+}
+
+func (c *ctl) membersAddCmd() *cobra.Command {
+	var raftAddr, grpcAddr, pgAddr, cluster string
+	var nonvoter, witness bool
+	cmd := &cobra.Command{
+		Use:   "add ID --raft-addr HOST:PORT --grpc-addr HOST:PORT",
+		Short: "Add a member to the Raft configuration before (or while) it starts",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m := &pb.Member{Id: args[0], RaftAddr: raftAddr, GrpcAddr: grpcAddr, PgAddr: pgAddr,
+				Role: pb.MemberRole_MEMBER_ROLE_POSTGRES, Suffrage: pb.Suffrage_SUFFRAGE_VOTER, Tags: &pb.Tags{FailoverPriority: 1}}
+			if witness {
+				m.Role = pb.MemberRole_MEMBER_ROLE_WITNESS
+			}
+			if nonvoter {
+				m.Suffrage = pb.Suffrage_SUFFRAGE_NONVOTER
+			}
+			if cluster == "" {
+				st, err := c.state(cmd.Context())
+				if err != nil {
+					return err
+				}
+				cluster = st.Identity.GetName()
+			}
+			var resp *pb.JoinResponse
+			err := c.call(cmd.Context(), func(ctx context.Context, cl pb.AdminClient) error {
+				var err error
+				resp, err = cl.Join(ctx, &pb.JoinRequest{ClusterName: cluster, Member: m})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "member %s added at index %d\n", m.Id, resp.Index)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&raftAddr, "raft-addr", "", "the member's Raft address (required)")
+	f.StringVar(&grpcAddr, "grpc-addr", "", "the member's gRPC address (required)")
+	f.StringVar(&pgAddr, "pg-addr", "", "the member's PostgreSQL host:port")
+	f.StringVar(&cluster, "cluster", "", "cluster name (default: the cluster's own)")
+	f.BoolVar(&nonvoter, "nonvoter", false, "add as a Raft non-voter")
+	f.BoolVar(&witness, "witness", false, "the member is a witness (votes, runs no PostgreSQL)")
+	return cmd
+}
+
+func (c *ctl) membersRemoveCmd() *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "remove ID",
+		Short: "Remove a member; refused when the healthy voters left would not form a quorum, unless --force",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var resp *pb.RemoveMemberResponse
+			err := c.call(cmd.Context(), func(ctx context.Context, cl pb.AdminClient) error {
+				var err error
+				resp, err = cl.RemoveMember(ctx, &pb.RemoveMemberRequest{Id: args[0], Force: force})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "member %s removed at index %d\n", args[0], resp.Index)
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "remove even if quorum may be lost")
+	return cmd
+}
+
+func (c *ctl) watchCmd() *cobra.Command {
+	var from uint64
+	var count int
+	cmd := &cobra.Command{
+		Use:   "watch",
+		Short: "Stream cluster changes: a snapshot, then every change (one JSON object per line with -o json)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			seen := 0
+			for _, ep := range c.endpoints {
+				cl, err := c.pool.Client(ep)
+				if err != nil {
+					continue
+				}
+				stream, err := cl.Watch(ctx, &pb.WatchRequest{FromIndex: from})
+				if err != nil {
+					continue
+				}
+				for {
+					ev, err := stream.Recv()
+					if err != nil {
+						if status.Code(err) == codes.Unavailable {
+							break // try the next endpoint, resuming from what we saw
+						}
+						return describe(err)
+					}
+					from = ev.Index
+					if err := c.printEvent(ev); err != nil {
+						return err
+					}
+					seen++
+					if count > 0 && seen >= count {
+						return nil
+					}
+				}
+			}
+			return fmt.Errorf("no member answered the watch")
+		},
+	}
+	cmd.Flags().Uint64Var(&from, "from-index", 0, "resume after this Raft index (0: start with a snapshot)")
+	cmd.Flags().IntVar(&count, "count", 0, "stop after this many events (0: run until interrupted)")
+	return cmd
+}
+
+func (c *ctl) printEvent(ev *pb.WatchEvent) error {
+	if c.output == "json" {
+		b, err := protojson.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		_, err = fmt.Fprintln(c.out, string(b))
+		return err
+	}
+	if s := ev.GetSnapshot(); s != nil {
+		_, err := fmt.Fprintf(c.out, "index %d snapshot: cluster %s, %d members, primary %s (epoch %d), config v%d, paused=%v\n",
+			ev.Index, s.Identity.GetName(), len(s.Members), dash(s.Primary.GetMemberId()), s.Primary.GetEpoch(), s.Config.GetVersion(), s.Paused)
+		return err
+	}
+	d := ev.GetDelta()
+	var parts []string
+	for _, m := range d.UpsertedMembers {
+		parts = append(parts, "member "+m.Id+" updated")
+	}
+	for _, id := range d.RemovedMembers {
+		parts = append(parts, "member "+id+" removed")
+	}
+	if d.Primary != nil {
+		parts = append(parts, fmt.Sprintf("primary %s epoch %d (%s)", d.Primary.MemberId, d.Primary.Epoch, d.Primary.Reason))
+	}
+	if d.Config != nil {
+		parts = append(parts, fmt.Sprintf("config v%d", d.Config.Version))
+	}
+	if d.Sync != nil {
+		parts = append(parts, fmt.Sprintf("sync standbys %v", d.Sync.Members))
+	}
+	if d.Paused != nil {
+		parts = append(parts, fmt.Sprintf("paused=%v", *d.Paused))
+	}
+	if d.Identity != nil {
+		parts = append(parts, "identity "+d.Identity.Name+" "+d.Identity.Uuid)
+	}
+	_, err := fmt.Fprintf(c.out, "index %d: %s\n", ev.Index, strings.Join(parts, "; "))
+	return err
+}
+
+func roleName(r pb.MemberRole) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "MEMBER_ROLE_"))
+}
+
+func suffrageName(s pb.Suffrage) string {
+	return strings.ToLower(strings.TrimPrefix(s.String(), "SUFFRAGE_"))
+}
+
+func tagString(t *pb.Tags) string {
+	var parts []string
+	if t.GetNofailover() {
+		parts = append(parts, "nofailover")
+	}
+	if t.GetNoloadbalance() {
+		parts = append(parts, "noloadbalance")
+	}
+	if t.GetClonefrom() {
+		parts = append(parts, "clonefrom")
+	}
+	parts = append(parts, fmt.Sprintf("priority=%d", t.GetFailoverPriority()))
+	return strings.Join(parts, ",")
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
