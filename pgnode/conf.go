@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -138,7 +139,7 @@ func (n *Node) writeLocalConfig(params map[string]string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	c4, err := n.sanitizeAutoConf()
+	c4, err := n.sanitizeAutoConf(localParams)
 	if err != nil {
 		return false, err
 	}
@@ -173,9 +174,20 @@ func (n *Node) ensureInclude() (bool, error) {
 	return n.writeFileAtomic(path, b)
 }
 
-// sanitizeAutoConf drops lines setting managed parameters from
-// postgresql.auto.conf.
-func (n *Node) sanitizeAutoConf() (bool, error) {
+// Managed settings by the file that owns them. sanitizeAutoConf removes a
+// group from postgresql.auto.conf only when pgnode writes that group, so an
+// adopted standby set up with pg_basebackup -R keeps following its primary
+// until pgnode is told whom to follow.
+var (
+	localParams    = []string{"listen_addresses", "port", "cluster_name", "hot_standby", "unix_socket_directories", "data_directory", "hba_file", "ident_file", "config_file"}
+	recoveryParams = []string{"primary_conninfo", "primary_slot_name", "recovery_target_timeline"}
+	syncParams     = []string{"synchronous_standby_names"}
+)
+
+// sanitizeAutoConf drops lines setting any of keys from
+// postgresql.auto.conf (written by ALTER SYSTEM and pg_basebackup -R, read
+// after postgresql.conf, so it would override pgnode's files).
+func (n *Node) sanitizeAutoConf(keys []string) (bool, error) {
 	path := filepath.Join(n.cfg.DataDir, "postgresql.auto.conf")
 	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
@@ -188,7 +200,7 @@ func (n *Node) sanitizeAutoConf() (bool, error) {
 	dropped := false
 	for _, l := range strings.Split(string(b), "\n") {
 		name, _, ok := strings.Cut(strings.TrimSpace(l), "=")
-		if ok && managedParams[strings.ToLower(strings.TrimSpace(name))] {
+		if ok && slices.Contains(keys, strings.ToLower(strings.TrimSpace(name))) {
 			n.log.Info("removing managed setting from postgresql.auto.conf", "path", path, "parameter", strings.TrimSpace(name))
 			dropped = true
 			continue
@@ -234,13 +246,23 @@ func (n *Node) writeRecoveryConf(up *Upstream) (bool, error) {
 		fmt.Fprintf(&b, "primary_slot_name = %s\n", quoteConf(up.SlotName))
 		b.WriteString("recovery_target_timeline = 'latest'\n")
 	}
-	return n.writeFileAtomic(filepath.Join(n.cfg.DataDir, recoveryConfFile), []byte(b.String()))
+	c1, err := n.sanitizeAutoConf(recoveryParams)
+	if err != nil {
+		return false, err
+	}
+	c2, err := n.writeFileAtomic(filepath.Join(n.cfg.DataDir, recoveryConfFile), []byte(b.String()))
+	return c1 || c2, err
 }
 
 // writeSyncConf writes synchronous_standby_names.
 func (n *Node) writeSyncConf(value string) (bool, error) {
 	data := managedHeader + "synchronous_standby_names = " + quoteConf(value) + "\n"
-	return n.writeFileAtomic(filepath.Join(n.cfg.DataDir, syncConfFile), []byte(data))
+	c1, err := n.sanitizeAutoConf(syncParams)
+	if err != nil {
+		return false, err
+	}
+	c2, err := n.writeFileAtomic(filepath.Join(n.cfg.DataDir, syncConfFile), []byte(data))
+	return c1 || c2, err
 }
 
 // setStandbySignal creates or removes standby.signal.

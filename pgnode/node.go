@@ -106,6 +106,9 @@ type StartOptions struct {
 	// Upstream is the primary a RoleStandby server follows; nil starts a
 	// standby that follows nobody (it replays local WAL and waits).
 	Upstream *Upstream
+	// ExpectSystemID, if not 0, makes Start refuse (ErrForeignDataDir) a
+	// data directory with another system identifier, running or not.
+	ExpectSystemID uint64
 }
 
 // Start brings the server up in the requested role and waits until it
@@ -137,6 +140,9 @@ func (n *Node) startLocked(ctx context.Context, opts StartOptions) error {
 	}
 	if !info.Initialized {
 		return fmt.Errorf("%w: %s", ErrNotInitialized, info.Path)
+	}
+	if opts.ExpectSystemID != 0 && info.SystemIdentifier != opts.ExpectSystemID {
+		return fmt.Errorf("%w: %s has system identifier %d, cluster expects %d", ErrForeignDataDir, info.Path, info.SystemIdentifier, opts.ExpectSystemID)
 	}
 	if info.Running {
 		return n.startRunning(ctx, info, opts)

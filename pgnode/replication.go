@@ -164,8 +164,12 @@ func (n *Node) SetParameters(ctx context.Context, params map[string]string) ([]s
 	}
 	var problems []string
 	err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
-		rows, err := c.Query(ctx, `SELECT coalesce(sourcefile, '') || ':' || coalesce(sourceline, 0) || ' ' ||
-			coalesce(name, '') || ': ' || error FROM pg_file_settings WHERE error IS NOT NULL`)
+		// A changed restart-only parameter is reported as "setting could not
+		// be applied" too; that is a pending restart, not an error.
+		rows, err := c.Query(ctx, `SELECT coalesce(f.sourcefile, '') || ':' || coalesce(f.sourceline, 0) || ' ' ||
+			coalesce(f.name, '') || ': ' || f.error
+			FROM pg_file_settings f LEFT JOIN pg_settings s ON s.name = f.name
+			WHERE f.error IS NOT NULL AND coalesce(s.context, '') <> 'postmaster'`)
 		if err != nil {
 			return err
 		}
