@@ -1,0 +1,348 @@
+package bouncer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"os"
+	"slices"
+	"sync"
+	"time"
+)
+
+// FenceMode says how Fence stops routing to the old primary.
+type FenceMode int
+
+const (
+	// FencePlanned runs PAUSE: in-flight transactions finish, new ones wait.
+	// It blocks while a server connection is stuck (e.g. a COMMIT waiting on
+	// a dead sync standby); escalate to FenceEmergency when ctx runs out.
+	FencePlanned FenceMode = iota + 1
+	// FenceEmergency runs KILL: every client and server connection of the
+	// database is dropped at once and the database stays paused.
+	FenceEmergency
+)
+
+func (m FenceMode) String() string {
+	switch m {
+	case FencePlanned:
+		return "planned"
+	case FenceEmergency:
+		return "emergency"
+	}
+	return fmt.Sprintf("FenceMode(%d)", int(m))
+}
+
+// RouterOptions configures NewRouter.
+type RouterOptions struct {
+	// IncludePath is the [databases] include file the Router owns. An
+	// existing file must have been written by Render; its routes and epochs
+	// are adopted.
+	IncludePath string
+	// Admin is the console of the PgBouncer that includes IncludePath.
+	Admin *Admin
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// FileMode of the include file (0644 if zero): PgBouncer must read it.
+	FileMode os.FileMode
+}
+
+// Router keeps one PgBouncer's routes in step with the quorum's epochs. Each
+// database moves on its own: operations on one database are serialized by
+// that database's lock and never wait for another's PAUSE; only the include
+// file rewrite and RELOAD, which cover all databases, are serialized globally.
+type Router struct {
+	admin *Admin
+	path  string
+	perm  os.FileMode
+	log   *slog.Logger
+
+	mu  sync.Mutex
+	dbs map[string]*dbState
+
+	fileMu  sync.Mutex       // serializes write + RELOAD + re-tune
+	entries map[string]Entry // desired file content; guarded by fileMu
+	tune    *TuneOptions     // re-applied after every RELOAD; guarded by fileMu
+	config  map[string]string
+}
+
+// dbState is the Router's view of one database. Guarded by its mu.
+type dbState struct {
+	mu        sync.Mutex
+	seen      uint64 // newest epoch seen
+	fenced    bool   // fenced and not exposed since
+	fencedAt  uint64
+	exposedAt uint64 // epoch of the current exposure; 0 when fenced or unknown
+	route     Route  // last exposed route
+}
+
+// Status is a snapshot of one database's routing state.
+type Status struct {
+	Seen      uint64 // newest epoch seen
+	Fenced    bool
+	FencedAt  uint64
+	ExposedAt uint64
+	Route     Route
+}
+
+// NewRouter returns a Router for opts.IncludePath, adopting the routes and
+// epochs of an existing include file.
+func NewRouter(opts RouterOptions) (*Router, error) {
+	if opts.Admin == nil || opts.IncludePath == "" {
+		return nil, errors.New("bouncer: NewRouter needs Admin and IncludePath")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.FileMode == 0 {
+		opts.FileMode = 0o644
+	}
+	r := &Router{
+		admin: opts.Admin, path: opts.IncludePath, perm: opts.FileMode,
+		log: opts.Logger.With("component", "bouncer-router"),
+		dbs: map[string]*dbState{}, entries: map[string]Entry{},
+	}
+	data, err := os.ReadFile(opts.IncludePath)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("bouncer: read include %s: %w", opts.IncludePath, err)
+	}
+	entries, err := ParseInclude(data)
+	if err != nil {
+		return nil, fmt.Errorf("bouncer: adopt %s: %w", opts.IncludePath, err)
+	}
+	for _, e := range entries {
+		r.entries[e.Name] = e
+		st := &dbState{seen: e.Epoch, route: e.Route}
+		if e.Fenced {
+			st.fenced, st.fencedAt = true, e.Epoch
+		} else {
+			st.exposedAt = e.Epoch
+		}
+		r.dbs[e.Name] = st
+	}
+	return r, nil
+}
+
+// Status returns the state of db, and false if the Router has never seen it.
+func (r *Router) Status(db string) (Status, bool) {
+	r.mu.Lock()
+	st, ok := r.dbs[db]
+	r.mu.Unlock()
+	if !ok {
+		return Status{}, false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return Status{Seen: st.seen, Fenced: st.fenced, FencedAt: st.fencedAt, ExposedAt: st.exposedAt, Route: st.route}, true
+}
+
+func (r *Router) state(db string) *dbState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	st, ok := r.dbs[db]
+	if !ok {
+		st = &dbState{}
+		r.dbs[db] = st
+	}
+	return st
+}
+
+// Fence stops routing db to its current primary for the move to epoch.
+// Planned mode PAUSEs, emergency mode KILLs; then the include file is
+// rewritten with db pointing at FencedHost and reloaded, so a PgBouncer
+// restart cannot route to the old primary either. A request with an epoch
+// older than the newest seen, or not newer than the current exposure, is
+// ignored with a *StaleEpochError. Fencing again at the same epoch repeats
+// the commands (escalating planned → emergency this way is allowed).
+func (r *Router) Fence(ctx context.Context, db string, epoch uint64, mode FenceMode) error {
+	if err := ValidateName(db); err != nil {
+		return err
+	}
+	st := r.state(db)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return r.fenceLocked(ctx, db, st, epoch, mode)
+}
+
+func (r *Router) fenceLocked(ctx context.Context, db string, st *dbState, epoch uint64, mode FenceMode) error {
+	if epoch < st.seen || (st.exposedAt != 0 && epoch <= st.exposedAt) {
+		return &StaleEpochError{DB: db, Op: "fence", Epoch: epoch, Newest: max(st.seen, st.exposedAt)}
+	}
+	st.seen = epoch
+	start := time.Now()
+	var err error
+	switch mode {
+	case FencePlanned:
+		err = r.admin.Pause(ctx, db)
+	case FenceEmergency:
+		err = r.admin.Kill(ctx, db)
+	default:
+		return fmt.Errorf("bouncer: fence %s: unknown mode %d", db, int(mode))
+	}
+	if errors.Is(err, ErrUnknownDatabase) {
+		err = nil // PgBouncer does not route db at all: nothing to stop
+	}
+	// Make the fence durable even if the console failed: PgBouncer may be
+	// down now and read the file when it comes back.
+	var fileErr error
+	r.fileMu.Lock()
+	if e, ok := r.entries[db]; ok && (!e.Fenced || e.Epoch != epoch) {
+		e.Fenced, e.Epoch = true, epoch
+		fileErr = r.writeLocked(ctx, db, e)
+	}
+	r.fileMu.Unlock()
+	if err = errors.Join(err, fileErr); err != nil {
+		return fmt.Errorf("bouncer: fence %s at epoch %d (%s): %w", db, epoch, mode, err)
+	}
+	st.fenced, st.fencedAt, st.exposedAt = true, epoch, 0
+	r.log.Info("fenced", "db", db, "epoch", epoch, "mode", mode.String(), "took", time.Since(start))
+	return nil
+}
+
+// Expose routes db to route for epoch: it rewrites the include file, RELOADs,
+// re-applies the tuning, waits until SHOW DATABASES shows the new host and
+// port, and RESUMEs db. db must be fenced (at any epoch ≤ epoch), already
+// exposed at this epoch, or new to the Router; a database still exposed at
+// an older epoch gets ErrNotFenced (fence before expose). Older epochs get a
+// *StaleEpochError. On error db stays paused; Expose may be retried.
+func (r *Router) Expose(ctx context.Context, db string, epoch uint64, route Route) error {
+	if err := ValidateName(db); err != nil {
+		return err
+	}
+	if err := route.Validate(db); err != nil {
+		return err
+	}
+	st := r.state(db)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return r.exposeLocked(ctx, db, st, epoch, route)
+}
+
+func (r *Router) exposeLocked(ctx context.Context, db string, st *dbState, epoch uint64, route Route) error {
+	if epoch < st.seen {
+		return &StaleEpochError{DB: db, Op: "expose", Epoch: epoch, Newest: st.seen}
+	}
+	if st.exposedAt != 0 && st.exposedAt < epoch {
+		return fmt.Errorf("bouncer: expose %s at epoch %d: exposed at %d: %w", db, epoch, st.exposedAt, ErrNotFenced)
+	}
+	st.seen = epoch
+	start := time.Now()
+	r.fileMu.Lock()
+	err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch})
+	r.fileMu.Unlock()
+	if err != nil {
+		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
+	}
+	reloaded := time.Now()
+	if err := r.waitRoute(ctx, db, route); err != nil {
+		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
+	}
+	if err := r.admin.Resume(ctx, db); err != nil {
+		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
+	}
+	st.fenced, st.exposedAt, st.route = false, epoch, route
+	r.log.Info("exposed", "db", db, "epoch", epoch, "host", route.Host, "port", route.Port,
+		"reload", reloaded.Sub(start), "took", time.Since(start))
+	return nil
+}
+
+// Switch performs a planned switchover of db at epoch: PAUSE (in-flight
+// transactions finish, new ones queue in PgBouncer), promote (the caller's
+// promotion of the new primary), then Expose(route). Clients see a stall, not
+// errors. If promote fails, db stays fenced and paused at epoch; the caller
+// decides where to Expose it (the old route is allowed at the same epoch).
+func (r *Router) Switch(ctx context.Context, db string, epoch uint64, route Route, promote func(context.Context) error) error {
+	if err := ValidateName(db); err != nil {
+		return err
+	}
+	if err := route.Validate(db); err != nil {
+		return err
+	}
+	st := r.state(db)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if err := r.fenceLocked(ctx, db, st, epoch, FencePlanned); err != nil {
+		return err
+	}
+	if promote != nil {
+		if err := promote(ctx); err != nil {
+			return fmt.Errorf("bouncer: switch %s at epoch %d: promotion failed, database stays fenced: %w", db, epoch, err)
+		}
+	}
+	return r.exposeLocked(ctx, db, st, epoch, route)
+}
+
+// Tune sets PgBouncer's retry timers (DefaultTune when opts is zero) and
+// remembers them: RELOAD resets SET values to the config file, so the Router
+// re-applies them after each of its reloads. Keys this PgBouncer lacks are
+// skipped and logged. Putting the same values in pgbouncer.ini as well closes
+// the short window after a RELOAD done by someone else.
+func (r *Router) Tune(ctx context.Context, opts TuneOptions) error {
+	if opts == (TuneOptions{}) {
+		opts = DefaultTune
+	}
+	r.fileMu.Lock()
+	defer r.fileMu.Unlock()
+	cfg, err := r.admin.Config(ctx)
+	if err != nil {
+		return fmt.Errorf("bouncer: tune: %w", err)
+	}
+	skipped, err := applyTune(ctx, r.admin, opts, cfg)
+	if err != nil {
+		return err
+	}
+	r.tune, r.config = &opts, cfg
+	r.log.Info("tuned", "server_login_retry", opts.LoginRetry, "server_connect_timeout", opts.ConnectTimeout,
+		"server_fast_close", opts.FastClose, "skipped", skipped)
+	return nil
+}
+
+// writeLocked sets entries[db] = e, renders and writes the include file,
+// RELOADs and re-applies the tuning. The caller holds fileMu. If rendering
+// or writing fails, the previous entry is restored.
+func (r *Router) writeLocked(ctx context.Context, db string, e Entry) error {
+	prev, had := r.entries[db]
+	r.entries[db] = e
+	all := slices.Collect(maps.Values(r.entries))
+	data, err := Render(all)
+	if err == nil {
+		err = WriteFileAtomic(r.path, data, r.perm)
+	}
+	if err != nil {
+		if had {
+			r.entries[db] = prev
+		} else {
+			delete(r.entries, db)
+		}
+		return err
+	}
+	if err := r.admin.Reload(ctx); err != nil {
+		return err
+	}
+	if r.tune != nil {
+		if _, err := applyTune(ctx, r.admin, *r.tune, r.config); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitRoute polls SHOW DATABASES until db shows route's host and port.
+func (r *Router) waitRoute(ctx context.Context, db string, route Route) error {
+	delay := time.Millisecond
+	for {
+		d, err := r.admin.Database(ctx, db)
+		if err == nil && d.Host == route.Host && d.Port == route.Port {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for SHOW DATABASES to show %s:%d (last: %s:%d, err %v): %w",
+				route.Host, route.Port, d.Host, d.Port, err, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+}
