@@ -20,7 +20,7 @@ import (
 )
 
 // ctlEnv names the environment variable with the default endpoints.
-const ctlEnv = "PGQUORUM_CTL_ENDPOINTS"
+const ctlEnv = "PGQUORUMCTL_ENDPOINTS"
 
 // ctl holds the flags shared by every ctl verb.
 type ctl struct {
