@@ -36,6 +36,9 @@ func applyUpsertMember(s *pb.ClusterState, c *pb.UpsertMember) (*pb.StateDelta, 
 	if m.GetId() == "" {
 		return nil, fmt.Errorf("%w: upsert_member needs member.id", ErrBadCommand)
 	}
+	if m.GetId() == s.Primary.GetMemberId() && m.GetRole() == pb.MemberRole_MEMBER_ROLE_WITNESS {
+		return nil, fmt.Errorf("%w: %q is the primary and cannot become a witness", ErrNotEligible, m.GetId())
+	}
 	m = clone(m)
 	i := sort.Search(len(s.Members), func(i int) bool { return s.Members[i].Id >= m.Id })
 	if i < len(s.Members) && s.Members[i].Id == m.Id {
@@ -71,6 +74,11 @@ func applyRemoveMember(s *pb.ClusterState, c *pb.RemoveMember) (*pb.StateDelta, 
 func applySetConfig(s *pb.ClusterState, c *pb.SetConfig) (*pb.StateDelta, error) {
 	if c.Config == nil {
 		return nil, fmt.Errorf("%w: set_config needs config", ErrBadCommand)
+	}
+	// Before InitCluster there is no config to edit, and InitCluster would
+	// reset the version and let a stale compare-and-set succeed.
+	if s.Identity.GetUuid() == "" {
+		return nil, ErrNotInitialized
 	}
 	if c.ExpectedVersion != s.Config.GetVersion() {
 		return nil, fmt.Errorf("%w: expected version %d, have %d", ErrConfigConflict, c.ExpectedVersion, s.Config.GetVersion())
@@ -123,7 +131,7 @@ func applyRenewLease(s *pb.ClusterState, c *pb.RenewLease) (*pb.StateDelta, erro
 	if c.Epoch != s.Primary.GetEpoch() {
 		return nil, fmt.Errorf("%w: renewal for epoch %d, have %d", ErrStaleEpoch, c.Epoch, s.Primary.GetEpoch())
 	}
-	if c.MemberId != s.Primary.GetMemberId() {
+	if s.Primary.GetMemberId() == "" || c.MemberId != s.Primary.GetMemberId() {
 		return nil, fmt.Errorf("%w: %q", ErrNotPrimary, c.MemberId)
 	}
 	s.Primary.LeaseSeq++
@@ -134,16 +142,26 @@ func applySetSync(s *pb.ClusterState, c *pb.SetSync) (*pb.StateDelta, error) {
 	if c.Epoch != s.Primary.GetEpoch() {
 		return nil, fmt.Errorf("%w: sync set for epoch %d, have %d", ErrStaleEpoch, c.Epoch, s.Primary.GetEpoch())
 	}
-	for _, id := range c.Members {
-		if memberIndex(s, id) < 0 {
+	if s.Primary.GetMemberId() == "" {
+		return nil, fmt.Errorf("%w: no primary is assigned to rely on standbys", ErrNotPrimary)
+	}
+	next := &pb.SyncState{Epoch: c.Epoch, Members: append([]string(nil), c.Members...), Degraded: c.Degraded}
+	sort.Strings(next.Members)
+	for i, id := range next.Members {
+		if i > 0 && next.Members[i-1] == id {
+			return nil, fmt.Errorf("%w: sync standby %q listed twice", ErrBadCommand, id)
+		}
+		j := memberIndex(s, id)
+		if j < 0 {
 			return nil, fmt.Errorf("%w: sync standby %q", ErrMemberNotFound, id)
 		}
 		if id == s.Primary.GetMemberId() {
 			return nil, fmt.Errorf("%w: the primary %q cannot be its own sync standby", ErrBadCommand, id)
 		}
+		if s.Members[j].Role == pb.MemberRole_MEMBER_ROLE_WITNESS {
+			return nil, fmt.Errorf("%w: sync standby %q is a witness", ErrNotEligible, id)
+		}
 	}
-	next := &pb.SyncState{Epoch: c.Epoch, Members: append([]string(nil), c.Members...), Degraded: c.Degraded}
-	sort.Strings(next.Members)
 	if proto.Equal(next, s.Sync) {
 		return nil, nil
 	}
@@ -163,6 +181,11 @@ func applySetPaused(s *pb.ClusterState, c *pb.SetPaused) (*pb.StateDelta, error)
 func applySetSystemID(s *pb.ClusterState, c *pb.SetSystemID) (*pb.StateDelta, error) {
 	if c.SystemIdentifier == 0 {
 		return nil, fmt.Errorf("%w: system identifier 0", ErrBadCommand)
+	}
+	// InitCluster replaces the identity, so an identifier recorded before
+	// it would be lost.
+	if s.Identity.GetUuid() == "" {
+		return nil, ErrNotInitialized
 	}
 	switch have := s.Identity.GetSystemIdentifier(); have {
 	case c.SystemIdentifier:

@@ -50,13 +50,23 @@ func DecodeSnapshot(data []byte) (*pb.ClusterState, error) {
 	}
 	st := &pb.ClusterState{}
 	if err := proto.Unmarshal(data[len(snapshotMagic)+1:], st); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)
+		return nil, fmt.Errorf("%w: body is not a cluster state: %v", ErrBadSnapshot, err)
 	}
 	normalize(st)
 	for i := 1; i < len(st.Members); i++ {
 		if st.Members[i-1].Id >= st.Members[i].Id {
 			return nil, fmt.Errorf("%w: members not sorted or duplicated at %q", ErrBadSnapshot, st.Members[i].Id)
 		}
+	}
+	// Epochs only grow (invariant 2): a snapshot whose history goes back in
+	// epoch, or is ahead of its primary, would let Apply reuse an epoch.
+	for i, h := range st.History {
+		if i > 0 && h.Epoch <= st.History[i-1].Epoch {
+			return nil, fmt.Errorf("%w: history epochs not increasing at epoch %d", ErrBadSnapshot, h.Epoch)
+		}
+	}
+	if n := len(st.History); n > 0 && st.History[n-1].Epoch > st.Primary.Epoch {
+		return nil, fmt.Errorf("%w: history reaches epoch %d, beyond the primary's epoch %d", ErrBadSnapshot, st.History[n-1].Epoch, st.Primary.Epoch)
 	}
 	return st, nil
 }

@@ -415,4 +415,3 @@ func dash(s string) string {
 	}
 	return s
 }
-

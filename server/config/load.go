@@ -43,6 +43,11 @@ func Load(path string, flags *pflag.FlagSet, environ []string) (*Config, error) 
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
+	params := make(map[string]string, len(c.Postgres.Parameters))
+	for name, val := range c.Postgres.Parameters {
+		params[strings.ToLower(name)] = val
+	}
+	c.Postgres.Parameters = params
 	return &c, nil
 }
 

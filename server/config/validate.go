@@ -231,8 +231,13 @@ func (c *Config) validatePostgres(v *problems) {
 		names = append(names, name)
 	}
 	slices.Sort(names)
+	lowered := map[string]string{}
 	for _, name := range names {
 		lower := strings.ToLower(name)
+		if other, dup := lowered[lower]; dup {
+			v.addf("postgres.parameters", "%s and %s name the same parameter", other, name)
+		}
+		lowered[lower] = name
 		switch {
 		case !parameterRE.MatchString(lower):
 			v.addf("postgres.parameters", "%q is not a parameter name", name)
