@@ -4,7 +4,7 @@ BIN       ?= bin/pgquorum
 PKGS      ?= ./...
 PROTO_DIR := proto
 
-.PHONY: all build test test-short lint proto deps tools clean
+.PHONY: all build test test-short lint proto deps tools clean demo demo-stop
 
 all: build
 
@@ -45,3 +45,10 @@ proto: tools
 
 clean:
 	rm -rf bin
+
+## demo: a three-node cluster on loopback under ./demo
+demo:
+	scripts/demo.sh start
+
+demo-stop:
+	scripts/demo.sh stop
