@@ -156,8 +156,28 @@ func TestNode_KillAndRestartInPlace(t *testing.T) {
 	n, _ := bootstrapPrimary(t, ctx, base, "k1")
 	mustExec(t, ctx, n, "CREATE TABLE t (id int PRIMARY KEY)")
 	mustExec(t, ctx, n, "INSERT INTO t VALUES (1), (2)")
-	// Keep a backend busy so an orphan outlives the postmaster for a moment.
 	pid := n.Process().PID
+
+	// A frozen postmaster takes no new connections; the probes' timeouts
+	// are client-side, so they fail fast instead of hanging.
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	werr := n.WriteProbe(ctx, 300*time.Millisecond)
+	took := time.Since(start)
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(werr, ErrWriteProbe) || took > 2*time.Second {
+		t.Fatalf("WriteProbe on a frozen postmaster: %v after %s", werr, took)
+	}
+
+	// Hold a session open so a backend outlives the postmaster for a moment.
+	hold := sqlConn(t, ctx, n)
+	if _, err := hold.Exec(ctx, "SELECT 1"); err != nil {
+		t.Fatal(err)
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
