@@ -176,6 +176,14 @@ func TestNode_ReplicationFailover(t *testing.T) {
 		// c followed a and replayed the diverged row 99.
 		waitIDs(t, ctx, c, 1, 2, 3, 99)
 		oldPID := c.Process().PID
+		// A clone that fails puts the old directory back.
+		dead := Upstream{Host: "127.0.0.1", Port: freePort(t)}
+		if err := c.Reinit(ctx, dead); !errors.Is(err, ErrCommandFailed) {
+			t.Fatalf("Reinit from a dead upstream: %v", err)
+		}
+		if err := c.CheckIdentity(ctx, sysid); err != nil {
+			t.Fatalf("old data directory not restored: %v", err)
+		}
 		if err := c.Reinit(ctx, b.AsUpstream(slotC)); err != nil {
 			t.Fatal(err)
 		}

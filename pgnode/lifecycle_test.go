@@ -126,6 +126,27 @@ func TestNode_ForeignDataDir(t *testing.T) {
 	if info, _ := b.Inspect(ctx); info.SystemIdentifier != sysB {
 		t.Fatalf("refused clone touched b: %+v", info)
 	}
+	// A custom replica command clones from the environment it is given;
+	// a failing one leaves the directory empty.
+	cfg := testConfig(t, base, "d")
+	cfg.CreateReplicaCommand = `exec "` + DefaultBinDir + `/pg_basebackup" -D "$PGQ_DATA_DIR" -X stream -c fast -d "$PGQ_UPSTREAM_CONNINFO"`
+	d := newTestNode(t, cfg)
+	if err := d.CloneFrom(ctx, a.AsUpstream("")); err != nil {
+		t.Fatalf("CloneFrom with CreateReplicaCommand: %v", err)
+	}
+	if err := d.CheckIdentity(ctx, sysA); err != nil {
+		t.Fatal(err)
+	}
+	cfg = testConfig(t, base, "e")
+	cfg.CreateReplicaCommand = "echo no backup here >&2; exit 3"
+	e := newTestNode(t, cfg)
+	if err := e.CloneFrom(ctx, a.AsUpstream("")); !errors.Is(err, ErrCommandFailed) {
+		t.Fatalf("failing CreateReplicaCommand: %v", err)
+	}
+	if info, _ := e.Inspect(ctx); !info.Empty {
+		t.Fatalf("failed clone left content: %+v", info)
+	}
+
 	// A directory with foreign content is not a cluster and is not wiped.
 	junk := filepath.Join(base, "junk")
 	if err := os.MkdirAll(junk, 0o700); err != nil {
@@ -134,7 +155,7 @@ func TestNode_ForeignDataDir(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(junk, "keep.txt"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg := testConfig(t, base, "j")
+	cfg = testConfig(t, base, "j")
 	cfg.DataDir = junk
 	j := newTestNode(t, cfg)
 	if _, err := j.Bootstrap(ctx); !errors.Is(err, ErrDataDirNotEmpty) {
@@ -311,4 +332,23 @@ func TestNode_ParametersPendingRestart(t *testing.T) {
 	if err := sqlConn(t, ctx, n).QueryRow(ctx, "SHOW max_connections").Scan(&mc); err != nil || mc != "40" {
 		t.Fatalf("max_connections = %q (%v)", mc, err)
 	}
+}
+
+func TestNode_UnreachableDataDir(t *testing.T) {
+	requirePG(t)
+	if os.Geteuid() != 0 {
+		t.Skip("only root switches to the postgres OS user")
+	}
+	base := reachableTempDir(t)
+	locked := filepath.Join(base, "locked")
+	if err := os.Mkdir(locked, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, locked, "u")
+	n := newTestNode(t, cfg)
+	_, err := n.Bootstrap(testCtx(t))
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Bootstrap under a 0700 root directory: %v", err)
+	}
+	t.Logf("refusal reads: %v", err)
 }

@@ -118,7 +118,9 @@ type StartOptions struct {
 // changed, and a role different from the one requested returns
 // ErrRoleMismatch (use Promote or Demote). Before starting it rewrites the
 // managed configuration and waits for backends of a crashed postmaster to
-// exit.
+// exit. A server that does not become ready within StartTimeout is left
+// running and ErrStartFailed (with the log's tail) is returned; a later
+// Start adopts it and waits again.
 func (n *Node) Start(ctx context.Context, opts StartOptions) error {
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
