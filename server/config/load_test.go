@@ -347,3 +347,36 @@ func TestSchema_EnvNames(t *testing.T) {
 		}
 	}
 }
+
+func TestLoad_WitnessFromEnv(t *testing.T) {
+	f := newFixture(t)
+	env := []string{
+		"PGQUORUM_CLUSTER_NAME=demo", "PGQUORUM_NODE_ID=w1", "PGQUORUM_DATA_DIR=" + f.data, "PGQUORUM_ROLE=witness",
+		"PGQUORUM_RAFT_BIND_ADDR=0.0.0.0:7001", "PGQUORUM_RAFT_ADVERTISE_ADDR=10.0.0.9:7001",
+		"PGQUORUM_GRPC_LISTEN_ADDR=127.0.0.1:7101", "PGQUORUM_BOOTSTRAP_JOIN=10.0.0.1:7101,10.0.0.2:7101",
+		"PGQUORUM_POSTGRES_BIN_DIR=/nope",
+	}
+	c, err := Load("", nil, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Role != RoleWitness || c.RaftAddr() != "10.0.0.9:7001" || len(c.Bootstrap.Join) != 2 {
+		t.Fatalf("got %+v", c)
+	}
+}
+
+func TestLoadBouncer_ClustersFlag(t *testing.T) {
+	f := newFixture(t)
+	fs := pflag.NewFlagSet("t", pflag.ContinueOnError)
+	RegisterBouncerFlags(fs)
+	if err := fs.Parse([]string{"--clusters=[{name: c2, endpoints: [10.0.0.1:7101], databases: [{name: d2}]}]"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadBouncer(f.write(t, "b.yml", bouncerYAML(f, "")), fs, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Clusters) != 1 || c.Clusters[0].Name != "c2" {
+		t.Fatalf("clusters = %+v", c.Clusters)
+	}
+}

@@ -33,9 +33,13 @@ type Timing struct {
 
 // Lower bounds of the timing knobs.
 const (
-	MinTTL          = 500 * time.Millisecond
-	MinLoopWait     = 50 * time.Millisecond
+	// MinTTL is the shortest primary lease.
+	MinTTL = 500 * time.Millisecond
+	// MinLoopWait is the shortest renewal interval and decider tick.
+	MinLoopWait = 50 * time.Millisecond
+	// MinRetryTimeout is the shortest timeout of one quorum operation.
 	MinRetryTimeout = 50 * time.Millisecond
+	// MinSafetyMargin is the smallest safety margin.
 	MinSafetyMargin = 50 * time.Millisecond
 	// MinRaftHeartbeat is the floor of the derived Raft heartbeat and election timeouts.
 	MinRaftHeartbeat = 100 * time.Millisecond

@@ -214,3 +214,11 @@ func TestConfig_EnsureDataDir(t *testing.T) {
 		t.Fatal("created a data_dir whose parent is missing")
 	}
 }
+
+func TestLog_SlogLevel(t *testing.T) {
+	for level, want := range map[string]string{"debug": "DEBUG", "info": "INFO", "warn": "WARN", "error": "ERROR", "odd": "INFO"} {
+		if got := (Log{Level: level}).SlogLevel().String(); got != want {
+			t.Errorf("%s: got %s, want %s", level, got, want)
+		}
+	}
+}
