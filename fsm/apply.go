@@ -103,6 +103,9 @@ func applyAssignPrimary(s *pb.ClusterState, index uint64, c *pb.AssignPrimary) (
 	if s.Members[i].Role == pb.MemberRole_MEMBER_ROLE_WITNESS {
 		return nil, fmt.Errorf("%w: %q is a witness", ErrNotEligible, c.MemberId)
 	}
+	if c.ExpectedLeaseSeq != s.Primary.GetLeaseSeq() {
+		return nil, fmt.Errorf("%w: lease renewed since the decision (seq %d, have %d)", ErrStaleEpoch, c.ExpectedLeaseSeq, s.Primary.GetLeaseSeq())
+	}
 	old := s.Primary.GetMemberId()
 	epoch := s.Primary.GetEpoch() + 1
 	s.Primary = &pb.PrimaryAssignment{
@@ -122,7 +125,57 @@ func applyAssignPrimary(s *pb.ClusterState, index uint64, c *pb.AssignPrimary) (
 	if n := len(s.History) - HistoryLimit; n > 0 {
 		s.History = append([]*pb.HistoryEntry(nil), s.History[n:]...)
 	}
-	return &pb.StateDelta{Primary: clone(s.Primary), Sync: clone(s.Sync), History: clone(h)}, nil
+	d := &pb.StateDelta{Primary: clone(s.Primary), Sync: clone(s.Sync), History: clone(h)}
+	// Any planned switchover was about the old epoch: it is done or void.
+	if s.Switchover != nil {
+		s.Switchover = nil
+		d.SwitchoverCleared = true
+	}
+	return d, nil
+}
+
+// applyReleaseLease marks the lease given back, so the decider may assign
+// the next primary at once.
+func applyReleaseLease(s *pb.ClusterState, c *pb.ReleaseLease) (*pb.StateDelta, error) {
+	if c.Epoch != s.Primary.GetEpoch() {
+		return nil, fmt.Errorf("%w: release for epoch %d, have %d", ErrStaleEpoch, c.Epoch, s.Primary.GetEpoch())
+	}
+	if s.Primary.GetMemberId() == "" || c.MemberId != s.Primary.GetMemberId() {
+		return nil, fmt.Errorf("%w: %q", ErrNotPrimary, c.MemberId)
+	}
+	if s.Primary.Released {
+		return nil, nil
+	}
+	s.Primary.Released = true
+	s.Primary.ReleasedLsn = c.Lsn
+	return &pb.StateDelta{Primary: clone(s.Primary)}, nil
+}
+
+// applySetSwitchover records, updates or cancels the planned switchover.
+func applySetSwitchover(s *pb.ClusterState, c *pb.SetSwitchover) (*pb.StateDelta, error) {
+	sw := c.GetSwitchover()
+	if sw == nil {
+		if s.Switchover == nil {
+			return nil, nil
+		}
+		s.Switchover = nil
+		return &pb.StateDelta{SwitchoverCleared: true}, nil
+	}
+	if sw.Epoch != s.Primary.GetEpoch() || sw.From != s.Primary.GetMemberId() || sw.From == "" {
+		return nil, fmt.Errorf("%w: switchover from %q at epoch %d, primary is %q at epoch %d",
+			ErrStaleEpoch, sw.From, sw.Epoch, s.Primary.GetMemberId(), s.Primary.GetEpoch())
+	}
+	if sw.To != "" {
+		i := memberIndex(s, sw.To)
+		if i < 0 {
+			return nil, fmt.Errorf("%w: candidate %q", ErrMemberNotFound, sw.To)
+		}
+		if s.Members[i].Role == pb.MemberRole_MEMBER_ROLE_WITNESS || sw.To == sw.From {
+			return nil, fmt.Errorf("%w: %q cannot take over", ErrNotEligible, sw.To)
+		}
+	}
+	s.Switchover = clone(sw)
+	return &pb.StateDelta{Switchover: clone(sw)}, nil
 }
 
 // applyRenewLease counts a renewal. It publishes nothing: watchers care

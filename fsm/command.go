@@ -42,6 +42,10 @@ func TypeOf(cmd proto.Message) pb.CommandType {
 		return pb.CommandType_COMMAND_TYPE_SET_PAUSED
 	case *pb.SetSystemID:
 		return pb.CommandType_COMMAND_TYPE_SET_SYSTEM_ID
+	case *pb.ReleaseLease:
+		return pb.CommandType_COMMAND_TYPE_RELEASE_LEASE
+	case *pb.SetSwitchover:
+		return pb.CommandType_COMMAND_TYPE_SET_SWITCHOVER
 	}
 	return pb.CommandType_COMMAND_TYPE_UNSPECIFIED
 }
@@ -71,6 +75,10 @@ func Decode(data []byte) (proto.Message, error) {
 		msg = &pb.SetPaused{}
 	case pb.CommandType_COMMAND_TYPE_SET_SYSTEM_ID:
 		msg = &pb.SetSystemID{}
+	case pb.CommandType_COMMAND_TYPE_RELEASE_LEASE:
+		msg = &pb.ReleaseLease{}
+	case pb.CommandType_COMMAND_TYPE_SET_SWITCHOVER:
+		msg = &pb.SetSwitchover{}
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownCommand, data[0])
 	}

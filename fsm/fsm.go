@@ -103,6 +103,10 @@ func (f *FSM) apply(index uint64, cmd proto.Message) (*pb.StateDelta, error) {
 		return applySetPaused(s, c)
 	case *pb.SetSystemID:
 		return applySetSystemID(s, c)
+	case *pb.ReleaseLease:
+		return applyReleaseLease(s, c)
+	case *pb.SetSwitchover:
+		return applySetSwitchover(s, c)
 	}
 	return nil, ErrUnknownCommand
 }

@@ -157,6 +157,12 @@ func ApplyEvent(st *pb.ClusterState, ev *pb.WatchEvent) *pb.ClusterState {
 	if d.Paused != nil {
 		st.Paused = *d.Paused
 	}
+	if d.GetSwitchoverCleared() {
+		st.Switchover = nil
+	}
+	if d.GetSwitchover() != nil {
+		st.Switchover = clone(d.Switchover)
+	}
 	if h := d.GetHistory(); h != nil {
 		st.History = append(st.History, clone(h))
 		if n := len(st.History) - HistoryLimit; n > 0 {

@@ -25,6 +25,129 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// PgState is what the agent knows of its PostgreSQL process.
+type PgState int32
+
+const (
+	PgState_PG_STATE_UNKNOWN  PgState = 0
+	PgState_PG_STATE_STOPPED  PgState = 1
+	PgState_PG_STATE_STARTING PgState = 2
+	PgState_PG_STATE_RUNNING  PgState = 3
+	PgState_PG_STATE_CRASHED  PgState = 4
+	// PG_STATE_FENCED: stopped by its agent because the lease ran out.
+	PgState_PG_STATE_FENCED       PgState = 5
+	PgState_PG_STATE_INITIALIZING PgState = 6
+	PgState_PG_STATE_CLONING      PgState = 7
+	// PG_STATE_FAILED: the agent cannot bring it up without an operator.
+	PgState_PG_STATE_FAILED PgState = 8
+)
+
+// Enum value maps for PgState.
+var (
+	PgState_name = map[int32]string{
+		0: "PG_STATE_UNKNOWN",
+		1: "PG_STATE_STOPPED",
+		2: "PG_STATE_STARTING",
+		3: "PG_STATE_RUNNING",
+		4: "PG_STATE_CRASHED",
+		5: "PG_STATE_FENCED",
+		6: "PG_STATE_INITIALIZING",
+		7: "PG_STATE_CLONING",
+		8: "PG_STATE_FAILED",
+	}
+	PgState_value = map[string]int32{
+		"PG_STATE_UNKNOWN":      0,
+		"PG_STATE_STOPPED":      1,
+		"PG_STATE_STARTING":     2,
+		"PG_STATE_RUNNING":      3,
+		"PG_STATE_CRASHED":      4,
+		"PG_STATE_FENCED":       5,
+		"PG_STATE_INITIALIZING": 6,
+		"PG_STATE_CLONING":      7,
+		"PG_STATE_FAILED":       8,
+	}
+)
+
+func (x PgState) Enum() *PgState {
+	p := new(PgState)
+	*p = x
+	return p
+}
+
+func (x PgState) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (PgState) Descriptor() protoreflect.EnumDescriptor {
+	return file_pgquorum_v1_admin_proto_enumTypes[0].Descriptor()
+}
+
+func (PgState) Type() protoreflect.EnumType {
+	return &file_pgquorum_v1_admin_proto_enumTypes[0]
+}
+
+func (x PgState) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use PgState.Descriptor instead.
+func (PgState) EnumDescriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+// DataDirKind is what the data directory holds.
+type DataDirKind int32
+
+const (
+	DataDirKind_DATA_DIR_UNKNOWN DataDirKind = 0
+	DataDirKind_DATA_DIR_EMPTY   DataDirKind = 1
+	DataDirKind_DATA_DIR_PRIMARY DataDirKind = 2
+	DataDirKind_DATA_DIR_STANDBY DataDirKind = 3
+)
+
+// Enum value maps for DataDirKind.
+var (
+	DataDirKind_name = map[int32]string{
+		0: "DATA_DIR_UNKNOWN",
+		1: "DATA_DIR_EMPTY",
+		2: "DATA_DIR_PRIMARY",
+		3: "DATA_DIR_STANDBY",
+	}
+	DataDirKind_value = map[string]int32{
+		"DATA_DIR_UNKNOWN": 0,
+		"DATA_DIR_EMPTY":   1,
+		"DATA_DIR_PRIMARY": 2,
+		"DATA_DIR_STANDBY": 3,
+	}
+)
+
+func (x DataDirKind) Enum() *DataDirKind {
+	p := new(DataDirKind)
+	*p = x
+	return p
+}
+
+func (x DataDirKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (DataDirKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_pgquorum_v1_admin_proto_enumTypes[1].Descriptor()
+}
+
+func (DataDirKind) Type() protoreflect.EnumType {
+	return &file_pgquorum_v1_admin_proto_enumTypes[1]
+}
+
+func (x DataDirKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use DataDirKind.Descriptor instead.
+func (DataDirKind) EnumDescriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
 type GetStateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Linearizable  bool                   `protobuf:"varint,1,opt,name=linearizable,proto3" json:"linearizable,omitempty"`
@@ -416,10 +539,14 @@ type StateDelta struct {
 	Sync            *SyncState             `protobuf:"bytes,5,opt,name=sync,proto3" json:"sync,omitempty"`
 	Identity        *ClusterIdentity       `protobuf:"bytes,6,opt,name=identity,proto3" json:"identity,omitempty"`
 	// paused is set only when maintenance mode changed.
-	Paused        *bool         `protobuf:"varint,7,opt,name=paused,proto3,oneof" json:"paused,omitempty"`
-	History       *HistoryEntry `protobuf:"bytes,8,opt,name=history,proto3" json:"history,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Paused  *bool         `protobuf:"varint,7,opt,name=paused,proto3,oneof" json:"paused,omitempty"`
+	History *HistoryEntry `protobuf:"bytes,8,opt,name=history,proto3" json:"history,omitempty"`
+	// switchover is the new pending switchover; switchover_cleared says the
+	// pending one is gone (done, void or cancelled).
+	Switchover        *Switchover `protobuf:"bytes,9,opt,name=switchover,proto3" json:"switchover,omitempty"`
+	SwitchoverCleared bool        `protobuf:"varint,10,opt,name=switchover_cleared,json=switchoverCleared,proto3" json:"switchover_cleared,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StateDelta) Reset() {
@@ -506,6 +633,20 @@ func (x *StateDelta) GetHistory() *HistoryEntry {
 		return x.History
 	}
 	return nil
+}
+
+func (x *StateDelta) GetSwitchover() *Switchover {
+	if x != nil {
+		return x.Switchover
+	}
+	return nil
+}
+
+func (x *StateDelta) GetSwitchoverCleared() bool {
+	if x != nil {
+		return x.SwitchoverCleared
+	}
+	return false
 }
 
 // WatchEvent is one message of a Watch stream.
@@ -800,9 +941,11 @@ func (x *RemoveMemberResponse) GetIndex() uint64 {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	MemberId      string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
-	AppliedIndex  uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	MemberId     string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	AppliedIndex uint64                 `protobuf:"varint,2,opt,name=applied_index,json=appliedIndex,proto3" json:"applied_index,omitempty"`
+	// postgres is absent on witnesses.
+	Postgres      *PostgresHealth `protobuf:"bytes,3,opt,name=postgres,proto3" json:"postgres,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -851,6 +994,638 @@ func (x *HeartbeatRequest) GetAppliedIndex() uint64 {
 	return 0
 }
 
+func (x *HeartbeatRequest) GetPostgres() *PostgresHealth {
+	if x != nil {
+		return x.Postgres
+	}
+	return nil
+}
+
+// ReplicaHealth is one row of a primary's pg_stat_replication.
+type ReplicaHealth struct {
+	state           protoimpl.MessageState `protogen:"open.v1"`
+	ApplicationName string                 `protobuf:"bytes,1,opt,name=application_name,json=applicationName,proto3" json:"application_name,omitempty"`
+	SyncState       string                 `protobuf:"bytes,2,opt,name=sync_state,json=syncState,proto3" json:"sync_state,omitempty"`
+	FlushLsn        uint64                 `protobuf:"varint,3,opt,name=flush_lsn,json=flushLsn,proto3" json:"flush_lsn,omitempty"`
+	ReplayLsn       uint64                 `protobuf:"varint,4,opt,name=replay_lsn,json=replayLsn,proto3" json:"replay_lsn,omitempty"`
+	State           string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReplicaHealth) Reset() {
+	*x = ReplicaHealth{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicaHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicaHealth) ProtoMessage() {}
+
+func (x *ReplicaHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicaHealth.ProtoReflect.Descriptor instead.
+func (*ReplicaHealth) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *ReplicaHealth) GetApplicationName() string {
+	if x != nil {
+		return x.ApplicationName
+	}
+	return ""
+}
+
+func (x *ReplicaHealth) GetSyncState() string {
+	if x != nil {
+		return x.SyncState
+	}
+	return ""
+}
+
+func (x *ReplicaHealth) GetFlushLsn() uint64 {
+	if x != nil {
+		return x.FlushLsn
+	}
+	return 0
+}
+
+func (x *ReplicaHealth) GetReplayLsn() uint64 {
+	if x != nil {
+		return x.ReplayLsn
+	}
+	return 0
+}
+
+func (x *ReplicaHealth) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+// PostgresHealth is a node's view of its own PostgreSQL.
+type PostgresHealth struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	State      PgState                `protobuf:"varint,1,opt,name=state,proto3,enum=pgquorum.v1.PgState" json:"state,omitempty"`
+	InRecovery bool                   `protobuf:"varint,2,opt,name=in_recovery,json=inRecovery,proto3" json:"in_recovery,omitempty"`
+	Timeline   uint32                 `protobuf:"varint,3,opt,name=timeline,proto3" json:"timeline,omitempty"`
+	// wal_lsn: the primary's current WAL position; a standby's last
+	// received (or replayed, whichever is further) position.
+	WalLsn           uint64           `protobuf:"varint,4,opt,name=wal_lsn,json=walLsn,proto3" json:"wal_lsn,omitempty"`
+	ReceiveLsn       uint64           `protobuf:"varint,5,opt,name=receive_lsn,json=receiveLsn,proto3" json:"receive_lsn,omitempty"`
+	ReplayLsn        uint64           `protobuf:"varint,6,opt,name=replay_lsn,json=replayLsn,proto3" json:"replay_lsn,omitempty"`
+	Replicas         []*ReplicaHealth `protobuf:"bytes,7,rep,name=replicas,proto3" json:"replicas,omitempty"`
+	PendingRestart   bool             `protobuf:"varint,8,opt,name=pending_restart,json=pendingRestart,proto3" json:"pending_restart,omitempty"`
+	SystemIdentifier uint64           `protobuf:"varint,9,opt,name=system_identifier,json=systemIdentifier,proto3" json:"system_identifier,omitempty"`
+	DataDir          DataDirKind      `protobuf:"varint,10,opt,name=data_dir,json=dataDir,proto3,enum=pgquorum.v1.DataDirKind" json:"data_dir,omitempty"`
+	Error            string           `protobuf:"bytes,11,opt,name=error,proto3" json:"error,omitempty"`
+	// applied_epoch is the newest epoch the actuator converged to.
+	AppliedEpoch uint64 `protobuf:"varint,12,opt,name=applied_epoch,json=appliedEpoch,proto3" json:"applied_epoch,omitempty"`
+	// upstream is the member this standby streams from.
+	Upstream             string   `protobuf:"bytes,13,opt,name=upstream,proto3" json:"upstream,omitempty"`
+	ProbeAgeMs           int64    `protobuf:"varint,14,opt,name=probe_age_ms,json=probeAgeMs,proto3" json:"probe_age_ms,omitempty"`
+	PendingRestartParams []string `protobuf:"bytes,15,rep,name=pending_restart_params,json=pendingRestartParams,proto3" json:"pending_restart_params,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *PostgresHealth) Reset() {
+	*x = PostgresHealth{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PostgresHealth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PostgresHealth) ProtoMessage() {}
+
+func (x *PostgresHealth) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PostgresHealth.ProtoReflect.Descriptor instead.
+func (*PostgresHealth) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *PostgresHealth) GetState() PgState {
+	if x != nil {
+		return x.State
+	}
+	return PgState_PG_STATE_UNKNOWN
+}
+
+func (x *PostgresHealth) GetInRecovery() bool {
+	if x != nil {
+		return x.InRecovery
+	}
+	return false
+}
+
+func (x *PostgresHealth) GetTimeline() uint32 {
+	if x != nil {
+		return x.Timeline
+	}
+	return 0
+}
+
+func (x *PostgresHealth) GetWalLsn() uint64 {
+	if x != nil {
+		return x.WalLsn
+	}
+	return 0
+}
+
+func (x *PostgresHealth) GetReceiveLsn() uint64 {
+	if x != nil {
+		return x.ReceiveLsn
+	}
+	return 0
+}
+
+func (x *PostgresHealth) GetReplayLsn() uint64 {
+	if x != nil {
+		return x.ReplayLsn
+	}
+	return 0
+}
+
+func (x *PostgresHealth) GetReplicas() []*ReplicaHealth {
+	if x != nil {
+		return x.Replicas
+	}
+	return nil
+}
+
+func (x *PostgresHealth) GetPendingRestart() bool {
+	if x != nil {
+		return x.PendingRestart
+	}
+	return false
+}
+
+func (x *PostgresHealth) GetSystemIdentifier() uint64 {
+	if x != nil {
+		return x.SystemIdentifier
+	}
+	return 0
+}
+
+func (x *PostgresHealth) GetDataDir() DataDirKind {
+	if x != nil {
+		return x.DataDir
+	}
+	return DataDirKind_DATA_DIR_UNKNOWN
+}
+
+func (x *PostgresHealth) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *PostgresHealth) GetAppliedEpoch() uint64 {
+	if x != nil {
+		return x.AppliedEpoch
+	}
+	return 0
+}
+
+func (x *PostgresHealth) GetUpstream() string {
+	if x != nil {
+		return x.Upstream
+	}
+	return ""
+}
+
+func (x *PostgresHealth) GetProbeAgeMs() int64 {
+	if x != nil {
+		return x.ProbeAgeMs
+	}
+	return 0
+}
+
+func (x *PostgresHealth) GetPendingRestartParams() []string {
+	if x != nil {
+		return x.PendingRestartParams
+	}
+	return nil
+}
+
+type ProbeRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ProbeRequest) Reset() {
+	*x = ProbeRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProbeRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProbeRequest) ProtoMessage() {}
+
+func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
+func (*ProbeRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{14}
+}
+
+type RenewLeaseRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemberId      string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewLeaseRequest) Reset() {
+	*x = RenewLeaseRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewLeaseRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewLeaseRequest) ProtoMessage() {}
+
+func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
+func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *RenewLeaseRequest) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *RenewLeaseRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+type LeaseResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LeaseResponse) Reset() {
+	*x = LeaseResponse{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LeaseResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LeaseResponse) ProtoMessage() {}
+
+func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
+func (*LeaseResponse) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *LeaseResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+type SwitchoverRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// leader, when set, must be the current primary (a guard against racing
+	// operators).
+	Leader            string `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"`
+	Candidate         string `protobuf:"bytes,2,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	ScheduledAtUnixMs int64  `protobuf:"varint,3,opt,name=scheduled_at_unix_ms,json=scheduledAtUnixMs,proto3" json:"scheduled_at_unix_ms,omitempty"`
+	// cancel drops a pending switchover.
+	Cancel        bool `protobuf:"varint,4,opt,name=cancel,proto3" json:"cancel,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchoverRequest) Reset() {
+	*x = SwitchoverRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchoverRequest) ProtoMessage() {}
+
+func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchoverRequest.ProtoReflect.Descriptor instead.
+func (*SwitchoverRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *SwitchoverRequest) GetLeader() string {
+	if x != nil {
+		return x.Leader
+	}
+	return ""
+}
+
+func (x *SwitchoverRequest) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+func (x *SwitchoverRequest) GetScheduledAtUnixMs() int64 {
+	if x != nil {
+		return x.ScheduledAtUnixMs
+	}
+	return 0
+}
+
+func (x *SwitchoverRequest) GetCancel() bool {
+	if x != nil {
+		return x.Cancel
+	}
+	return false
+}
+
+type SwitchoverResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SwitchoverResponse) Reset() {
+	*x = SwitchoverResponse{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SwitchoverResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SwitchoverResponse) ProtoMessage() {}
+
+func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SwitchoverResponse.ProtoReflect.Descriptor instead.
+func (*SwitchoverResponse) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *SwitchoverResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SwitchoverResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type FailoverRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Candidate     string                 `protobuf:"bytes,1,opt,name=candidate,proto3" json:"candidate,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FailoverRequest) Reset() {
+	*x = FailoverRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FailoverRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FailoverRequest) ProtoMessage() {}
+
+func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
+func (*FailoverRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *FailoverRequest) GetCandidate() string {
+	if x != nil {
+		return x.Candidate
+	}
+	return ""
+}
+
+type SetPausedRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Paused        bool                   `protobuf:"varint,1,opt,name=paused,proto3" json:"paused,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPausedRequest) Reset() {
+	*x = SetPausedRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPausedRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPausedRequest) ProtoMessage() {}
+
+func (x *SetPausedRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPausedRequest.ProtoReflect.Descriptor instead.
+func (*SetPausedRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *SetPausedRequest) GetPaused() bool {
+	if x != nil {
+		return x.Paused
+	}
+	return false
+}
+
+type SetPausedResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetPausedResponse) Reset() {
+	*x = SetPausedResponse{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetPausedResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetPausedResponse) ProtoMessage() {}
+
+func (x *SetPausedResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetPausedResponse.ProtoReflect.Descriptor instead.
+func (*SetPausedResponse) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *SetPausedResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 type HeartbeatResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
@@ -860,7 +1635,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +1647,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +1660,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HeartbeatResponse) GetIndex() uint64 {
@@ -933,7 +1708,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\tgrpc_addr\x18\x11 \x01(\tR\bgrpcAddr\"-\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
-	"from_index\x18\x01 \x01(\x04R\tfromIndex\"\xa6\x03\n" +
+	"from_index\x18\x01 \x01(\x04R\tfromIndex\"\x8e\x04\n" +
 	"\n" +
 	"StateDelta\x12>\n" +
 	"\x10upserted_members\x18\x01 \x03(\v2\x13.pgquorum.v1.MemberR\x0fupsertedMembers\x12'\n" +
@@ -943,7 +1718,12 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x04sync\x18\x05 \x01(\v2\x16.pgquorum.v1.SyncStateR\x04sync\x128\n" +
 	"\bidentity\x18\x06 \x01(\v2\x1c.pgquorum.v1.ClusterIdentityR\bidentity\x12\x1b\n" +
 	"\x06paused\x18\a \x01(\bH\x00R\x06paused\x88\x01\x01\x123\n" +
-	"\ahistory\x18\b \x01(\v2\x19.pgquorum.v1.HistoryEntryR\ahistoryB\t\n" +
+	"\ahistory\x18\b \x01(\v2\x19.pgquorum.v1.HistoryEntryR\ahistory\x127\n" +
+	"\n" +
+	"switchover\x18\t \x01(\v2\x17.pgquorum.v1.SwitchoverR\n" +
+	"switchover\x12-\n" +
+	"\x12switchover_cleared\x18\n" +
+	" \x01(\bR\x11switchoverClearedB\t\n" +
 	"\a_paused\"\x94\x01\n" +
 	"\n" +
 	"WatchEvent\x12\x14\n" +
@@ -961,19 +1741,93 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
 	"\x05force\x18\x02 \x01(\bR\x05force\",\n" +
 	"\x14RemoveMemberResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index\"T\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x8d\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12#\n" +
-	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\")\n" +
+	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x127\n" +
+	"\bpostgres\x18\x03 \x01(\v2\x1b.pgquorum.v1.PostgresHealthR\bpostgres\"\xab\x01\n" +
+	"\rReplicaHealth\x12)\n" +
+	"\x10application_name\x18\x01 \x01(\tR\x0fapplicationName\x12\x1d\n" +
+	"\n" +
+	"sync_state\x18\x02 \x01(\tR\tsyncState\x12\x1b\n" +
+	"\tflush_lsn\x18\x03 \x01(\x04R\bflushLsn\x12\x1d\n" +
+	"\n" +
+	"replay_lsn\x18\x04 \x01(\x04R\treplayLsn\x12\x14\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\"\xc4\x04\n" +
+	"\x0ePostgresHealth\x12*\n" +
+	"\x05state\x18\x01 \x01(\x0e2\x14.pgquorum.v1.PgStateR\x05state\x12\x1f\n" +
+	"\vin_recovery\x18\x02 \x01(\bR\n" +
+	"inRecovery\x12\x1a\n" +
+	"\btimeline\x18\x03 \x01(\rR\btimeline\x12\x17\n" +
+	"\awal_lsn\x18\x04 \x01(\x04R\x06walLsn\x12\x1f\n" +
+	"\vreceive_lsn\x18\x05 \x01(\x04R\n" +
+	"receiveLsn\x12\x1d\n" +
+	"\n" +
+	"replay_lsn\x18\x06 \x01(\x04R\treplayLsn\x126\n" +
+	"\breplicas\x18\a \x03(\v2\x1a.pgquorum.v1.ReplicaHealthR\breplicas\x12'\n" +
+	"\x0fpending_restart\x18\b \x01(\bR\x0ependingRestart\x12+\n" +
+	"\x11system_identifier\x18\t \x01(\x04R\x10systemIdentifier\x123\n" +
+	"\bdata_dir\x18\n" +
+	" \x01(\x0e2\x18.pgquorum.v1.DataDirKindR\adataDir\x12\x14\n" +
+	"\x05error\x18\v \x01(\tR\x05error\x12#\n" +
+	"\rapplied_epoch\x18\f \x01(\x04R\fappliedEpoch\x12\x1a\n" +
+	"\bupstream\x18\r \x01(\tR\bupstream\x12 \n" +
+	"\fprobe_age_ms\x18\x0e \x01(\x03R\n" +
+	"probeAgeMs\x124\n" +
+	"\x16pending_restart_params\x18\x0f \x03(\tR\x14pendingRestartParams\"\x0e\n" +
+	"\fProbeRequest\"F\n" +
+	"\x11RenewLeaseRequest\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"%\n" +
+	"\rLeaseResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"\x92\x01\n" +
+	"\x11SwitchoverRequest\x12\x16\n" +
+	"\x06leader\x18\x01 \x01(\tR\x06leader\x12\x1c\n" +
+	"\tcandidate\x18\x02 \x01(\tR\tcandidate\x12/\n" +
+	"\x14scheduled_at_unix_ms\x18\x03 \x01(\x03R\x11scheduledAtUnixMs\x12\x16\n" +
+	"\x06cancel\x18\x04 \x01(\bR\x06cancel\"D\n" +
+	"\x12SwitchoverResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"/\n" +
+	"\x0fFailoverRequest\x12\x1c\n" +
+	"\tcandidate\x18\x01 \x01(\tR\tcandidate\"*\n" +
+	"\x10SetPausedRequest\x12\x16\n" +
+	"\x06paused\x18\x01 \x01(\bR\x06paused\")\n" +
+	"\x11SetPausedResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\")\n" +
 	"\x11HeartbeatResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index2\xa8\x03\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index*\xd3\x01\n" +
+	"\aPgState\x12\x14\n" +
+	"\x10PG_STATE_UNKNOWN\x10\x00\x12\x14\n" +
+	"\x10PG_STATE_STOPPED\x10\x01\x12\x15\n" +
+	"\x11PG_STATE_STARTING\x10\x02\x12\x14\n" +
+	"\x10PG_STATE_RUNNING\x10\x03\x12\x14\n" +
+	"\x10PG_STATE_CRASHED\x10\x04\x12\x13\n" +
+	"\x0fPG_STATE_FENCED\x10\x05\x12\x19\n" +
+	"\x15PG_STATE_INITIALIZING\x10\x06\x12\x14\n" +
+	"\x10PG_STATE_CLONING\x10\a\x12\x13\n" +
+	"\x0fPG_STATE_FAILED\x10\b*c\n" +
+	"\vDataDirKind\x12\x14\n" +
+	"\x10DATA_DIR_UNKNOWN\x10\x00\x12\x12\n" +
+	"\x0eDATA_DIR_EMPTY\x10\x01\x12\x14\n" +
+	"\x10DATA_DIR_PRIMARY\x10\x02\x12\x14\n" +
+	"\x10DATA_DIR_STANDBY\x10\x032\x9d\a\n" +
 	"\x05Admin\x12C\n" +
 	"\bGetState\x12\x1c.pgquorum.v1.GetStateRequest\x1a\x19.pgquorum.v1.ClusterState\x12=\n" +
 	"\x06Status\x12\x1a.pgquorum.v1.StatusRequest\x1a\x17.pgquorum.v1.NodeStatus\x12=\n" +
 	"\x05Watch\x12\x19.pgquorum.v1.WatchRequest\x1a\x17.pgquorum.v1.WatchEvent0\x01\x12;\n" +
 	"\x04Join\x12\x18.pgquorum.v1.JoinRequest\x1a\x19.pgquorum.v1.JoinResponse\x12S\n" +
 	"\fRemoveMember\x12 .pgquorum.v1.RemoveMemberRequest\x1a!.pgquorum.v1.RemoveMemberResponse\x12J\n" +
-	"\tHeartbeat\x12\x1d.pgquorum.v1.HeartbeatRequest\x1a\x1e.pgquorum.v1.HeartbeatResponseB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
+	"\tHeartbeat\x12\x1d.pgquorum.v1.HeartbeatRequest\x1a\x1e.pgquorum.v1.HeartbeatResponse\x12H\n" +
+	"\n" +
+	"RenewLease\x12\x1e.pgquorum.v1.RenewLeaseRequest\x1a\x1a.pgquorum.v1.LeaseResponse\x12E\n" +
+	"\fReleaseLease\x12\x19.pgquorum.v1.ReleaseLease\x1a\x1a.pgquorum.v1.LeaseResponse\x12;\n" +
+	"\aSetSync\x12\x14.pgquorum.v1.SetSync\x1a\x1a.pgquorum.v1.LeaseResponse\x12?\n" +
+	"\x05Probe\x12\x19.pgquorum.v1.ProbeRequest\x1a\x1b.pgquorum.v1.PostgresHealth\x12M\n" +
+	"\n" +
+	"Switchover\x12\x1e.pgquorum.v1.SwitchoverRequest\x1a\x1f.pgquorum.v1.SwitchoverResponse\x12I\n" +
+	"\bFailover\x12\x1c.pgquorum.v1.FailoverRequest\x1a\x1f.pgquorum.v1.SwitchoverResponse\x12J\n" +
+	"\tSetPaused\x12\x1d.pgquorum.v1.SetPausedRequest\x1a\x1e.pgquorum.v1.SetPausedResponseB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
 
 var (
 	file_pgquorum_v1_admin_proto_rawDescOnce sync.Once
@@ -987,60 +1841,95 @@ func file_pgquorum_v1_admin_proto_rawDescGZIP() []byte {
 	return file_pgquorum_v1_admin_proto_rawDescData
 }
 
-var file_pgquorum_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_pgquorum_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
+var file_pgquorum_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_pgquorum_v1_admin_proto_goTypes = []any{
-	(*GetStateRequest)(nil),      // 0: pgquorum.v1.GetStateRequest
-	(*StatusRequest)(nil),        // 1: pgquorum.v1.StatusRequest
-	(*PeerStatus)(nil),           // 2: pgquorum.v1.PeerStatus
-	(*NodeStatus)(nil),           // 3: pgquorum.v1.NodeStatus
-	(*WatchRequest)(nil),         // 4: pgquorum.v1.WatchRequest
-	(*StateDelta)(nil),           // 5: pgquorum.v1.StateDelta
-	(*WatchEvent)(nil),           // 6: pgquorum.v1.WatchEvent
-	(*JoinRequest)(nil),          // 7: pgquorum.v1.JoinRequest
-	(*JoinResponse)(nil),         // 8: pgquorum.v1.JoinResponse
-	(*RemoveMemberRequest)(nil),  // 9: pgquorum.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil), // 10: pgquorum.v1.RemoveMemberResponse
-	(*HeartbeatRequest)(nil),     // 11: pgquorum.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),    // 12: pgquorum.v1.HeartbeatResponse
-	(Suffrage)(0),                // 13: pgquorum.v1.Suffrage
-	(*Member)(nil),               // 14: pgquorum.v1.Member
-	(*DynamicConfig)(nil),        // 15: pgquorum.v1.DynamicConfig
-	(*PrimaryAssignment)(nil),    // 16: pgquorum.v1.PrimaryAssignment
-	(*SyncState)(nil),            // 17: pgquorum.v1.SyncState
-	(*ClusterIdentity)(nil),      // 18: pgquorum.v1.ClusterIdentity
-	(*HistoryEntry)(nil),         // 19: pgquorum.v1.HistoryEntry
-	(*ClusterState)(nil),         // 20: pgquorum.v1.ClusterState
+	(PgState)(0),                 // 0: pgquorum.v1.PgState
+	(DataDirKind)(0),             // 1: pgquorum.v1.DataDirKind
+	(*GetStateRequest)(nil),      // 2: pgquorum.v1.GetStateRequest
+	(*StatusRequest)(nil),        // 3: pgquorum.v1.StatusRequest
+	(*PeerStatus)(nil),           // 4: pgquorum.v1.PeerStatus
+	(*NodeStatus)(nil),           // 5: pgquorum.v1.NodeStatus
+	(*WatchRequest)(nil),         // 6: pgquorum.v1.WatchRequest
+	(*StateDelta)(nil),           // 7: pgquorum.v1.StateDelta
+	(*WatchEvent)(nil),           // 8: pgquorum.v1.WatchEvent
+	(*JoinRequest)(nil),          // 9: pgquorum.v1.JoinRequest
+	(*JoinResponse)(nil),         // 10: pgquorum.v1.JoinResponse
+	(*RemoveMemberRequest)(nil),  // 11: pgquorum.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil), // 12: pgquorum.v1.RemoveMemberResponse
+	(*HeartbeatRequest)(nil),     // 13: pgquorum.v1.HeartbeatRequest
+	(*ReplicaHealth)(nil),        // 14: pgquorum.v1.ReplicaHealth
+	(*PostgresHealth)(nil),       // 15: pgquorum.v1.PostgresHealth
+	(*ProbeRequest)(nil),         // 16: pgquorum.v1.ProbeRequest
+	(*RenewLeaseRequest)(nil),    // 17: pgquorum.v1.RenewLeaseRequest
+	(*LeaseResponse)(nil),        // 18: pgquorum.v1.LeaseResponse
+	(*SwitchoverRequest)(nil),    // 19: pgquorum.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),   // 20: pgquorum.v1.SwitchoverResponse
+	(*FailoverRequest)(nil),      // 21: pgquorum.v1.FailoverRequest
+	(*SetPausedRequest)(nil),     // 22: pgquorum.v1.SetPausedRequest
+	(*SetPausedResponse)(nil),    // 23: pgquorum.v1.SetPausedResponse
+	(*HeartbeatResponse)(nil),    // 24: pgquorum.v1.HeartbeatResponse
+	(Suffrage)(0),                // 25: pgquorum.v1.Suffrage
+	(*Member)(nil),               // 26: pgquorum.v1.Member
+	(*DynamicConfig)(nil),        // 27: pgquorum.v1.DynamicConfig
+	(*PrimaryAssignment)(nil),    // 28: pgquorum.v1.PrimaryAssignment
+	(*SyncState)(nil),            // 29: pgquorum.v1.SyncState
+	(*ClusterIdentity)(nil),      // 30: pgquorum.v1.ClusterIdentity
+	(*HistoryEntry)(nil),         // 31: pgquorum.v1.HistoryEntry
+	(*Switchover)(nil),           // 32: pgquorum.v1.Switchover
+	(*ClusterState)(nil),         // 33: pgquorum.v1.ClusterState
+	(*ReleaseLease)(nil),         // 34: pgquorum.v1.ReleaseLease
+	(*SetSync)(nil),              // 35: pgquorum.v1.SetSync
 }
 var file_pgquorum_v1_admin_proto_depIdxs = []int32{
-	13, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
-	2,  // 1: pgquorum.v1.NodeStatus.peers:type_name -> pgquorum.v1.PeerStatus
-	14, // 2: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
-	15, // 3: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
-	16, // 4: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
-	17, // 5: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
-	18, // 6: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
-	19, // 7: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
-	20, // 8: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
-	5,  // 9: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
-	14, // 10: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
-	18, // 11: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
-	0,  // 12: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
-	1,  // 13: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
-	4,  // 14: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
-	7,  // 15: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
-	9,  // 16: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
-	11, // 17: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
-	20, // 18: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
-	3,  // 19: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
-	6,  // 20: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
-	8,  // 21: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
-	10, // 22: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
-	12, // 23: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
-	18, // [18:24] is the sub-list for method output_type
-	12, // [12:18] is the sub-list for method input_type
-	12, // [12:12] is the sub-list for extension type_name
-	12, // [12:12] is the sub-list for extension extendee
-	0,  // [0:12] is the sub-list for field type_name
+	25, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
+	4,  // 1: pgquorum.v1.NodeStatus.peers:type_name -> pgquorum.v1.PeerStatus
+	26, // 2: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
+	27, // 3: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
+	28, // 4: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
+	29, // 5: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
+	30, // 6: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
+	31, // 7: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
+	32, // 8: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
+	33, // 9: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
+	7,  // 10: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
+	26, // 11: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
+	30, // 12: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
+	15, // 13: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
+	0,  // 14: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
+	14, // 15: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
+	1,  // 16: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
+	2,  // 17: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
+	3,  // 18: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
+	6,  // 19: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
+	9,  // 20: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
+	11, // 21: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
+	13, // 22: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
+	17, // 23: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
+	34, // 24: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
+	35, // 25: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
+	16, // 26: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
+	19, // 27: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
+	21, // 28: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
+	22, // 29: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
+	33, // 30: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
+	5,  // 31: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
+	8,  // 32: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
+	10, // 33: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
+	12, // 34: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
+	24, // 35: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
+	18, // 36: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
+	18, // 37: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
+	18, // 38: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
+	15, // 39: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
+	20, // 40: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
+	20, // 41: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
+	23, // 42: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
+	30, // [30:43] is the sub-list for method output_type
+	17, // [17:30] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_admin_proto_init() }
@@ -1059,13 +1948,14 @@ func file_pgquorum_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgquorum_v1_admin_proto_rawDesc), len(file_pgquorum_v1_admin_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   13,
+			NumEnums:      2,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_pgquorum_v1_admin_proto_goTypes,
 		DependencyIndexes: file_pgquorum_v1_admin_proto_depIdxs,
+		EnumInfos:         file_pgquorum_v1_admin_proto_enumTypes,
 		MessageInfos:      file_pgquorum_v1_admin_proto_msgTypes,
 	}.Build()
 	File_pgquorum_v1_admin_proto = out.File

@@ -29,6 +29,13 @@ const (
 	Admin_Join_FullMethodName         = "/pgquorum.v1.Admin/Join"
 	Admin_RemoveMember_FullMethodName = "/pgquorum.v1.Admin/RemoveMember"
 	Admin_Heartbeat_FullMethodName    = "/pgquorum.v1.Admin/Heartbeat"
+	Admin_RenewLease_FullMethodName   = "/pgquorum.v1.Admin/RenewLease"
+	Admin_ReleaseLease_FullMethodName = "/pgquorum.v1.Admin/ReleaseLease"
+	Admin_SetSync_FullMethodName      = "/pgquorum.v1.Admin/SetSync"
+	Admin_Probe_FullMethodName        = "/pgquorum.v1.Admin/Probe"
+	Admin_Switchover_FullMethodName   = "/pgquorum.v1.Admin/Switchover"
+	Admin_Failover_FullMethodName     = "/pgquorum.v1.Admin/Failover"
+	Admin_SetPaused_FullMethodName    = "/pgquorum.v1.Admin/SetPaused"
 )
 
 // AdminClient is the client API for Admin service.
@@ -52,6 +59,20 @@ type AdminClient interface {
 	RemoveMember(ctx context.Context, in *RemoveMemberRequest, opts ...grpc.CallOption) (*RemoveMemberResponse, error)
 	// Heartbeat is sent by every node to the leader on each loop.
 	Heartbeat(ctx context.Context, in *HeartbeatRequest, opts ...grpc.CallOption) (*HeartbeatResponse, error)
+	// RenewLease extends the primary's lease through the quorum.
+	RenewLease(ctx context.Context, in *RenewLeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error)
+	// ReleaseLease gives the primary's lease back.
+	ReleaseLease(ctx context.Context, in *ReleaseLease, opts ...grpc.CallOption) (*LeaseResponse, error)
+	// SetSync records the synchronous standby set (the primary's agent calls it).
+	SetSync(ctx context.Context, in *SetSync, opts ...grpc.CallOption) (*LeaseResponse, error)
+	// Probe returns this node's fresh view of its PostgreSQL.
+	Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.CallOption) (*PostgresHealth, error)
+	// Switchover plans a change of primary.
+	Switchover(ctx context.Context, in *SwitchoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error)
+	// Failover promotes a named candidate when there is no healthy primary.
+	Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error)
+	// SetPaused switches maintenance mode.
+	SetPaused(ctx context.Context, in *SetPausedRequest, opts ...grpc.CallOption) (*SetPausedResponse, error)
 }
 
 type adminClient struct {
@@ -131,6 +152,76 @@ func (c *adminClient) Heartbeat(ctx context.Context, in *HeartbeatRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) RenewLease(ctx context.Context, in *RenewLeaseRequest, opts ...grpc.CallOption) (*LeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseResponse)
+	err := c.cc.Invoke(ctx, Admin_RenewLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ReleaseLease(ctx context.Context, in *ReleaseLease, opts ...grpc.CallOption) (*LeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseResponse)
+	err := c.cc.Invoke(ctx, Admin_ReleaseLease_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetSync(ctx context.Context, in *SetSync, opts ...grpc.CallOption) (*LeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseResponse)
+	err := c.cc.Invoke(ctx, Admin_SetSync_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Probe(ctx context.Context, in *ProbeRequest, opts ...grpc.CallOption) (*PostgresHealth, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PostgresHealth)
+	err := c.cc.Invoke(ctx, Admin_Probe_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Switchover(ctx context.Context, in *SwitchoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SwitchoverResponse)
+	err := c.cc.Invoke(ctx, Admin_Switchover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SwitchoverResponse)
+	err := c.cc.Invoke(ctx, Admin_Failover_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) SetPaused(ctx context.Context, in *SetPausedRequest, opts ...grpc.CallOption) (*SetPausedResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetPausedResponse)
+	err := c.cc.Invoke(ctx, Admin_SetPaused_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -152,6 +243,20 @@ type AdminServer interface {
 	RemoveMember(context.Context, *RemoveMemberRequest) (*RemoveMemberResponse, error)
 	// Heartbeat is sent by every node to the leader on each loop.
 	Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error)
+	// RenewLease extends the primary's lease through the quorum.
+	RenewLease(context.Context, *RenewLeaseRequest) (*LeaseResponse, error)
+	// ReleaseLease gives the primary's lease back.
+	ReleaseLease(context.Context, *ReleaseLease) (*LeaseResponse, error)
+	// SetSync records the synchronous standby set (the primary's agent calls it).
+	SetSync(context.Context, *SetSync) (*LeaseResponse, error)
+	// Probe returns this node's fresh view of its PostgreSQL.
+	Probe(context.Context, *ProbeRequest) (*PostgresHealth, error)
+	// Switchover plans a change of primary.
+	Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error)
+	// Failover promotes a named candidate when there is no healthy primary.
+	Failover(context.Context, *FailoverRequest) (*SwitchoverResponse, error)
+	// SetPaused switches maintenance mode.
+	SetPaused(context.Context, *SetPausedRequest) (*SetPausedResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -179,6 +284,27 @@ func (UnimplementedAdminServer) RemoveMember(context.Context, *RemoveMemberReque
 }
 func (UnimplementedAdminServer) Heartbeat(context.Context, *HeartbeatRequest) (*HeartbeatResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Heartbeat not implemented")
+}
+func (UnimplementedAdminServer) RenewLease(context.Context, *RenewLeaseRequest) (*LeaseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RenewLease not implemented")
+}
+func (UnimplementedAdminServer) ReleaseLease(context.Context, *ReleaseLease) (*LeaseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ReleaseLease not implemented")
+}
+func (UnimplementedAdminServer) SetSync(context.Context, *SetSync) (*LeaseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetSync not implemented")
+}
+func (UnimplementedAdminServer) Probe(context.Context, *ProbeRequest) (*PostgresHealth, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Probe not implemented")
+}
+func (UnimplementedAdminServer) Switchover(context.Context, *SwitchoverRequest) (*SwitchoverResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Switchover not implemented")
+}
+func (UnimplementedAdminServer) Failover(context.Context, *FailoverRequest) (*SwitchoverResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Failover not implemented")
+}
+func (UnimplementedAdminServer) SetPaused(context.Context, *SetPausedRequest) (*SetPausedResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetPaused not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -302,6 +428,132 @@ func _Admin_Heartbeat_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RenewLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RenewLeaseRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RenewLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RenewLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RenewLease(ctx, req.(*RenewLeaseRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ReleaseLease_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReleaseLease)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ReleaseLease(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ReleaseLease_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ReleaseLease(ctx, req.(*ReleaseLease))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetSync_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetSync)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetSync(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetSync_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetSync(ctx, req.(*SetSync))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Probe_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ProbeRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Probe(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Probe_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Probe(ctx, req.(*ProbeRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Switchover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SwitchoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Switchover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Switchover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Switchover(ctx, req.(*SwitchoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Failover_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FailoverRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Failover(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Failover_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Failover(ctx, req.(*FailoverRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_SetPaused_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetPausedRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetPaused(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetPaused_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetPaused(ctx, req.(*SetPausedRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -328,6 +580,34 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Heartbeat",
 			Handler:    _Admin_Heartbeat_Handler,
+		},
+		{
+			MethodName: "RenewLease",
+			Handler:    _Admin_RenewLease_Handler,
+		},
+		{
+			MethodName: "ReleaseLease",
+			Handler:    _Admin_ReleaseLease_Handler,
+		},
+		{
+			MethodName: "SetSync",
+			Handler:    _Admin_SetSync_Handler,
+		},
+		{
+			MethodName: "Probe",
+			Handler:    _Admin_Probe_Handler,
+		},
+		{
+			MethodName: "Switchover",
+			Handler:    _Admin_Switchover_Handler,
+		},
+		{
+			MethodName: "Failover",
+			Handler:    _Admin_Failover_Handler,
+		},
+		{
+			MethodName: "SetPaused",
+			Handler:    _Admin_SetPaused_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

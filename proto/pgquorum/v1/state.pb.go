@@ -196,21 +196,25 @@ const (
 	CommandType_COMMAND_TYPE_SET_SYNC       CommandType = 7
 	CommandType_COMMAND_TYPE_SET_PAUSED     CommandType = 8
 	CommandType_COMMAND_TYPE_SET_SYSTEM_ID  CommandType = 9
+	CommandType_COMMAND_TYPE_RELEASE_LEASE  CommandType = 10
+	CommandType_COMMAND_TYPE_SET_SWITCHOVER CommandType = 11
 )
 
 // Enum value maps for CommandType.
 var (
 	CommandType_name = map[int32]string{
-		0: "COMMAND_TYPE_UNSPECIFIED",
-		1: "COMMAND_TYPE_INIT_CLUSTER",
-		2: "COMMAND_TYPE_UPSERT_MEMBER",
-		3: "COMMAND_TYPE_REMOVE_MEMBER",
-		4: "COMMAND_TYPE_SET_CONFIG",
-		5: "COMMAND_TYPE_ASSIGN_PRIMARY",
-		6: "COMMAND_TYPE_RENEW_LEASE",
-		7: "COMMAND_TYPE_SET_SYNC",
-		8: "COMMAND_TYPE_SET_PAUSED",
-		9: "COMMAND_TYPE_SET_SYSTEM_ID",
+		0:  "COMMAND_TYPE_UNSPECIFIED",
+		1:  "COMMAND_TYPE_INIT_CLUSTER",
+		2:  "COMMAND_TYPE_UPSERT_MEMBER",
+		3:  "COMMAND_TYPE_REMOVE_MEMBER",
+		4:  "COMMAND_TYPE_SET_CONFIG",
+		5:  "COMMAND_TYPE_ASSIGN_PRIMARY",
+		6:  "COMMAND_TYPE_RENEW_LEASE",
+		7:  "COMMAND_TYPE_SET_SYNC",
+		8:  "COMMAND_TYPE_SET_PAUSED",
+		9:  "COMMAND_TYPE_SET_SYSTEM_ID",
+		10: "COMMAND_TYPE_RELEASE_LEASE",
+		11: "COMMAND_TYPE_SET_SWITCHOVER",
 	}
 	CommandType_value = map[string]int32{
 		"COMMAND_TYPE_UNSPECIFIED":    0,
@@ -223,6 +227,8 @@ var (
 		"COMMAND_TYPE_SET_SYNC":       7,
 		"COMMAND_TYPE_SET_PAUSED":     8,
 		"COMMAND_TYPE_SET_SYSTEM_ID":  9,
+		"COMMAND_TYPE_RELEASE_LEASE":  10,
+		"COMMAND_TYPE_SET_SWITCHOVER": 11,
 	}
 )
 
@@ -614,7 +620,13 @@ type PrimaryAssignment struct {
 	AssignedAtUnixMs int64  `protobuf:"varint,4,opt,name=assigned_at_unix_ms,json=assignedAtUnixMs,proto3" json:"assigned_at_unix_ms,omitempty"`
 	Reason           string `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"`
 	// lease_seq counts committed lease renewals in this epoch.
-	LeaseSeq      uint64 `protobuf:"varint,6,opt,name=lease_seq,json=leaseSeq,proto3" json:"lease_seq,omitempty"`
+	LeaseSeq uint64 `protobuf:"varint,6,opt,name=lease_seq,json=leaseSeq,proto3" json:"lease_seq,omitempty"`
+	// released is set when the primary gave its lease back (planned
+	// switchover, or a crashed Postgres it gave up restarting): the decider
+	// may assign the next primary without waiting for the lease to run out.
+	Released bool `protobuf:"varint,7,opt,name=released,proto3" json:"released,omitempty"`
+	// released_lsn is the WAL position the primary stopped at, when known.
+	ReleasedLsn   uint64 `protobuf:"varint,8,opt,name=released_lsn,json=releasedLsn,proto3" json:"released_lsn,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -691,6 +703,111 @@ func (x *PrimaryAssignment) GetLeaseSeq() uint64 {
 	return 0
 }
 
+func (x *PrimaryAssignment) GetReleased() bool {
+	if x != nil {
+		return x.Released
+	}
+	return false
+}
+
+func (x *PrimaryAssignment) GetReleasedLsn() uint64 {
+	if x != nil {
+		return x.ReleasedLsn
+	}
+	return 0
+}
+
+// Switchover is a planned change of primary that an operator asked for.
+type Switchover struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// from is the primary when it was requested; the request is void once
+	// another primary is assigned.
+	From string `protobuf:"bytes,1,opt,name=from,proto3" json:"from,omitempty"`
+	// to is the candidate; empty means the best one.
+	To    string `protobuf:"bytes,2,opt,name=to,proto3" json:"to,omitempty"`
+	Epoch uint64 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// scheduled_at_unix_ms is when to start (wall clock of the leader); 0 is now.
+	ScheduledAtUnixMs int64 `protobuf:"varint,4,opt,name=scheduled_at_unix_ms,json=scheduledAtUnixMs,proto3" json:"scheduled_at_unix_ms,omitempty"`
+	RequestedAtUnixMs int64 `protobuf:"varint,5,opt,name=requested_at_unix_ms,json=requestedAtUnixMs,proto3" json:"requested_at_unix_ms,omitempty"`
+	// stepping_down is set when the switchover started: the primary stops
+	// its Postgres and releases its lease.
+	SteppingDown  bool `protobuf:"varint,6,opt,name=stepping_down,json=steppingDown,proto3" json:"stepping_down,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Switchover) Reset() {
+	*x = Switchover{}
+	mi := &file_pgquorum_v1_state_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Switchover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Switchover) ProtoMessage() {}
+
+func (x *Switchover) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_state_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Switchover.ProtoReflect.Descriptor instead.
+func (*Switchover) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Switchover) GetFrom() string {
+	if x != nil {
+		return x.From
+	}
+	return ""
+}
+
+func (x *Switchover) GetTo() string {
+	if x != nil {
+		return x.To
+	}
+	return ""
+}
+
+func (x *Switchover) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *Switchover) GetScheduledAtUnixMs() int64 {
+	if x != nil {
+		return x.ScheduledAtUnixMs
+	}
+	return 0
+}
+
+func (x *Switchover) GetRequestedAtUnixMs() int64 {
+	if x != nil {
+		return x.RequestedAtUnixMs
+	}
+	return 0
+}
+
+func (x *Switchover) GetSteppingDown() bool {
+	if x != nil {
+		return x.SteppingDown
+	}
+	return false
+}
+
 // SyncState is the set of members the primary may rely on as synchronous
 // standbys, recorded before the primary relies on them (invariant 5).
 type SyncState struct {
@@ -705,7 +822,7 @@ type SyncState struct {
 
 func (x *SyncState) Reset() {
 	*x = SyncState{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[5]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +834,7 @@ func (x *SyncState) String() string {
 func (*SyncState) ProtoMessage() {}
 
 func (x *SyncState) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[5]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +847,7 @@ func (x *SyncState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncState.ProtoReflect.Descriptor instead.
 func (*SyncState) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SyncState) GetEpoch() uint64 {
@@ -770,7 +887,7 @@ type HistoryEntry struct {
 
 func (x *HistoryEntry) Reset() {
 	*x = HistoryEntry{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[6]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -782,7 +899,7 @@ func (x *HistoryEntry) String() string {
 func (*HistoryEntry) ProtoMessage() {}
 
 func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[6]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -795,7 +912,7 @@ func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
 func (*HistoryEntry) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *HistoryEntry) GetEpoch() uint64 {
@@ -860,14 +977,16 @@ type ClusterState struct {
 	History []*HistoryEntry `protobuf:"bytes,6,rep,name=history,proto3" json:"history,omitempty"`
 	Paused  bool            `protobuf:"varint,7,opt,name=paused,proto3" json:"paused,omitempty"`
 	// index is the Raft index of the last applied entry.
-	Index         uint64 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	Index uint64 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
+	// switchover is the pending planned switchover, if any.
+	Switchover    *Switchover `protobuf:"bytes,9,opt,name=switchover,proto3" json:"switchover,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterState) Reset() {
 	*x = ClusterState{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[7]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -879,7 +998,7 @@ func (x *ClusterState) String() string {
 func (*ClusterState) ProtoMessage() {}
 
 func (x *ClusterState) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[7]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -892,7 +1011,7 @@ func (x *ClusterState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterState.ProtoReflect.Descriptor instead.
 func (*ClusterState) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ClusterState) GetIdentity() *ClusterIdentity {
@@ -951,6 +1070,13 @@ func (x *ClusterState) GetIndex() uint64 {
 	return 0
 }
 
+func (x *ClusterState) GetSwitchover() *Switchover {
+	if x != nil {
+		return x.Switchover
+	}
+	return nil
+}
+
 // InitCluster sets the cluster identity once.
 type InitCluster struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -964,7 +1090,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[8]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1102,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[8]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1115,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *InitCluster) GetName() string {
@@ -1030,7 +1156,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[9]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1042,7 +1168,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[9]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1055,7 +1181,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *UpsertMember) GetMember() *Member {
@@ -1075,7 +1201,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1087,7 +1213,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1100,7 +1226,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1121,7 +1247,7 @@ type SetConfig struct {
 
 func (x *SetConfig) Reset() {
 	*x = SetConfig{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1133,7 +1259,7 @@ func (x *SetConfig) String() string {
 func (*SetConfig) ProtoMessage() {}
 
 func (x *SetConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1146,7 +1272,7 @@ func (x *SetConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfig.ProtoReflect.Descriptor instead.
 func (*SetConfig) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *SetConfig) GetExpectedVersion() uint64 {
@@ -1172,13 +1298,16 @@ type AssignPrimary struct {
 	Timeline      uint32                 `protobuf:"varint,3,opt,name=timeline,proto3" json:"timeline,omitempty"`
 	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
 	AtUnixMs      int64                  `protobuf:"varint,5,opt,name=at_unix_ms,json=atUnixMs,proto3" json:"at_unix_ms,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// expected_lease_seq must equal the current lease_seq: a renewal that
+	// commits between the decider's check and this command voids it.
+	ExpectedLeaseSeq uint64 `protobuf:"varint,6,opt,name=expected_lease_seq,json=expectedLeaseSeq,proto3" json:"expected_lease_seq,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *AssignPrimary) Reset() {
 	*x = AssignPrimary{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1190,7 +1319,7 @@ func (x *AssignPrimary) String() string {
 func (*AssignPrimary) ProtoMessage() {}
 
 func (x *AssignPrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1203,7 +1332,7 @@ func (x *AssignPrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignPrimary.ProtoReflect.Descriptor instead.
 func (*AssignPrimary) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *AssignPrimary) GetExpectedEpoch() uint64 {
@@ -1241,6 +1370,13 @@ func (x *AssignPrimary) GetAtUnixMs() int64 {
 	return 0
 }
 
+func (x *AssignPrimary) GetExpectedLeaseSeq() uint64 {
+	if x != nil {
+		return x.ExpectedLeaseSeq
+	}
+	return 0
+}
+
 // RenewLease extends the lease of the primary of epoch.
 type RenewLease struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1252,7 +1388,7 @@ type RenewLease struct {
 
 func (x *RenewLease) Reset() {
 	*x = RenewLease{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1264,7 +1400,7 @@ func (x *RenewLease) String() string {
 func (*RenewLease) ProtoMessage() {}
 
 func (x *RenewLease) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1277,7 +1413,7 @@ func (x *RenewLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLease.ProtoReflect.Descriptor instead.
 func (*RenewLease) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *RenewLease) GetMemberId() string {
@@ -1306,7 +1442,7 @@ type SetSync struct {
 
 func (x *SetSync) Reset() {
 	*x = SetSync{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1318,7 +1454,7 @@ func (x *SetSync) String() string {
 func (*SetSync) ProtoMessage() {}
 
 func (x *SetSync) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1331,7 +1467,7 @@ func (x *SetSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSync.ProtoReflect.Descriptor instead.
 func (*SetSync) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *SetSync) GetEpoch() uint64 {
@@ -1365,7 +1501,7 @@ type SetPaused struct {
 
 func (x *SetPaused) Reset() {
 	*x = SetPaused{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1513,7 @@ func (x *SetPaused) String() string {
 func (*SetPaused) ProtoMessage() {}
 
 func (x *SetPaused) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1526,7 @@ func (x *SetPaused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPaused.ProtoReflect.Descriptor instead.
 func (*SetPaused) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetPaused) GetPaused() bool {
@@ -1410,7 +1546,7 @@ type SetSystemID struct {
 
 func (x *SetSystemID) Reset() {
 	*x = SetSystemID{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1422,7 +1558,7 @@ func (x *SetSystemID) String() string {
 func (*SetSystemID) ProtoMessage() {}
 
 func (x *SetSystemID) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1435,7 +1571,7 @@ func (x *SetSystemID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSystemID.ProtoReflect.Descriptor instead.
 func (*SetSystemID) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetSystemID) GetSystemIdentifier() uint64 {
@@ -1443,6 +1579,121 @@ func (x *SetSystemID) GetSystemIdentifier() uint64 {
 		return x.SystemIdentifier
 	}
 	return 0
+}
+
+// ReleaseLease gives the lease of epoch back.
+type ReleaseLease struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	MemberId      string                 `protobuf:"bytes,1,opt,name=member_id,json=memberId,proto3" json:"member_id,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	Lsn           uint64                 `protobuf:"varint,3,opt,name=lsn,proto3" json:"lsn,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReleaseLease) Reset() {
+	*x = ReleaseLease{}
+	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReleaseLease) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReleaseLease) ProtoMessage() {}
+
+func (x *ReleaseLease) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReleaseLease.ProtoReflect.Descriptor instead.
+func (*ReleaseLease) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *ReleaseLease) GetMemberId() string {
+	if x != nil {
+		return x.MemberId
+	}
+	return ""
+}
+
+func (x *ReleaseLease) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *ReleaseLease) GetLsn() uint64 {
+	if x != nil {
+		return x.Lsn
+	}
+	return 0
+}
+
+func (x *ReleaseLease) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// SetSwitchover records, updates or (with switchover unset) cancels the
+// planned switchover.
+type SetSwitchover struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Switchover    *Switchover            `protobuf:"bytes,1,opt,name=switchover,proto3" json:"switchover,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetSwitchover) Reset() {
+	*x = SetSwitchover{}
+	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetSwitchover) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetSwitchover) ProtoMessage() {}
+
+func (x *SetSwitchover) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetSwitchover.ProtoReflect.Descriptor instead.
+func (*SetSwitchover) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *SetSwitchover) GetSwitchover() *Switchover {
+	if x != nil {
+		return x.Switchover
+	}
+	return nil
 }
 
 var File_pgquorum_v1_state_proto protoreflect.FileDescriptor
@@ -1483,14 +1734,24 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x13postgres_parameters\x18\x06 \x03(\v22.pgquorum.v1.DynamicConfig.PostgresParametersEntryR\x12postgresParameters\x1aE\n" +
 	"\x17PostgresParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xc6\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
 	"\x11PrimaryAssignment\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1a\n" +
 	"\btimeline\x18\x03 \x01(\rR\btimeline\x12-\n" +
 	"\x13assigned_at_unix_ms\x18\x04 \x01(\x03R\x10assignedAtUnixMs\x12\x16\n" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1b\n" +
-	"\tlease_seq\x18\x06 \x01(\x04R\bleaseSeq\"W\n" +
+	"\tlease_seq\x18\x06 \x01(\x04R\bleaseSeq\x12\x1a\n" +
+	"\breleased\x18\a \x01(\bR\breleased\x12!\n" +
+	"\freleased_lsn\x18\b \x01(\x04R\vreleasedLsn\"\xcd\x01\n" +
+	"\n" +
+	"Switchover\x12\x12\n" +
+	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
+	"\x02to\x18\x02 \x01(\tR\x02to\x12\x14\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12/\n" +
+	"\x14scheduled_at_unix_ms\x18\x04 \x01(\x03R\x11scheduledAtUnixMs\x12/\n" +
+	"\x14requested_at_unix_ms\x18\x05 \x01(\x03R\x11requestedAtUnixMs\x12#\n" +
+	"\rstepping_down\x18\x06 \x01(\bR\fsteppingDown\"W\n" +
 	"\tSyncState\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\tR\amembers\x12\x1a\n" +
@@ -1505,7 +1766,7 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"at_unix_ms\x18\x05 \x01(\x03R\batUnixMs\x12\x1a\n" +
 	"\btimeline\x18\x06 \x01(\rR\btimeline\x12\x14\n" +
-	"\x05index\x18\a \x01(\x04R\x05index\"\xf4\x02\n" +
+	"\x05index\x18\a \x01(\x04R\x05index\"\xad\x03\n" +
 	"\fClusterState\x128\n" +
 	"\bidentity\x18\x01 \x01(\v2\x1c.pgquorum.v1.ClusterIdentityR\bidentity\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.pgquorum.v1.MemberR\amembers\x122\n" +
@@ -1514,7 +1775,10 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x04sync\x18\x05 \x01(\v2\x16.pgquorum.v1.SyncStateR\x04sync\x123\n" +
 	"\ahistory\x18\x06 \x03(\v2\x19.pgquorum.v1.HistoryEntryR\ahistory\x12\x16\n" +
 	"\x06paused\x18\a \x01(\bR\x06paused\x12\x14\n" +
-	"\x05index\x18\b \x01(\x04R\x05index\"\x96\x01\n" +
+	"\x05index\x18\b \x01(\x04R\x05index\x127\n" +
+	"\n" +
+	"switchover\x18\t \x01(\v2\x17.pgquorum.v1.SwitchoverR\n" +
+	"switchover\"\x96\x01\n" +
 	"\vInitCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x1c\n" +
@@ -1527,14 +1791,15 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"j\n" +
 	"\tSetConfig\x12)\n" +
 	"\x10expected_version\x18\x01 \x01(\x04R\x0fexpectedVersion\x122\n" +
-	"\x06config\x18\x02 \x01(\v2\x1a.pgquorum.v1.DynamicConfigR\x06config\"\xa5\x01\n" +
+	"\x06config\x18\x02 \x01(\v2\x1a.pgquorum.v1.DynamicConfigR\x06config\"\xd3\x01\n" +
 	"\rAssignPrimary\x12%\n" +
 	"\x0eexpected_epoch\x18\x01 \x01(\x04R\rexpectedEpoch\x12\x1b\n" +
 	"\tmember_id\x18\x02 \x01(\tR\bmemberId\x12\x1a\n" +
 	"\btimeline\x18\x03 \x01(\rR\btimeline\x12\x16\n" +
 	"\x06reason\x18\x04 \x01(\tR\x06reason\x12\x1c\n" +
 	"\n" +
-	"at_unix_ms\x18\x05 \x01(\x03R\batUnixMs\"?\n" +
+	"at_unix_ms\x18\x05 \x01(\x03R\batUnixMs\x12,\n" +
+	"\x12expected_lease_seq\x18\x06 \x01(\x04R\x10expectedLeaseSeq\"?\n" +
 	"\n" +
 	"RenewLease\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x14\n" +
@@ -1546,7 +1811,16 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\tSetPaused\x12\x16\n" +
 	"\x06paused\x18\x01 \x01(\bR\x06paused\":\n" +
 	"\vSetSystemID\x12+\n" +
-	"\x11system_identifier\x18\x01 \x01(\x04R\x10systemIdentifier*\\\n" +
+	"\x11system_identifier\x18\x01 \x01(\x04R\x10systemIdentifier\"k\n" +
+	"\fReleaseLease\x12\x1b\n" +
+	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x10\n" +
+	"\x03lsn\x18\x03 \x01(\x04R\x03lsn\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"H\n" +
+	"\rSetSwitchover\x127\n" +
+	"\n" +
+	"switchover\x18\x01 \x01(\v2\x17.pgquorum.v1.SwitchoverR\n" +
+	"switchover*\\\n" +
 	"\n" +
 	"MemberRole\x12\x1b\n" +
 	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -1559,7 +1833,7 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x0fSynchronousMode\x12\x18\n" +
 	"\x14SYNCHRONOUS_MODE_OFF\x10\x00\x12\x17\n" +
 	"\x13SYNCHRONOUS_MODE_ON\x10\x01\x12\x1b\n" +
-	"\x17SYNCHRONOUS_MODE_STRICT\x10\x02*\xbe\x02\n" +
+	"\x17SYNCHRONOUS_MODE_STRICT\x10\x02*\xff\x02\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INIT_CLUSTER\x10\x01\x12\x1e\n" +
@@ -1570,7 +1844,10 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x18COMMAND_TYPE_RENEW_LEASE\x10\x06\x12\x19\n" +
 	"\x15COMMAND_TYPE_SET_SYNC\x10\a\x12\x1b\n" +
 	"\x17COMMAND_TYPE_SET_PAUSED\x10\b\x12\x1e\n" +
-	"\x1aCOMMAND_TYPE_SET_SYSTEM_ID\x10\tB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
+	"\x1aCOMMAND_TYPE_SET_SYSTEM_ID\x10\t\x12\x1e\n" +
+	"\x1aCOMMAND_TYPE_RELEASE_LEASE\x10\n" +
+	"\x12\x1f\n" +
+	"\x1bCOMMAND_TYPE_SET_SWITCHOVER\x10\vB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
 
 var (
 	file_pgquorum_v1_state_proto_rawDescOnce sync.Once
@@ -1585,7 +1862,7 @@ func file_pgquorum_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_pgquorum_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pgquorum_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
+var file_pgquorum_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
 var file_pgquorum_v1_state_proto_goTypes = []any{
 	(MemberRole)(0),           // 0: pgquorum.v1.MemberRole
 	(Suffrage)(0),             // 1: pgquorum.v1.Suffrage
@@ -1596,40 +1873,45 @@ var file_pgquorum_v1_state_proto_goTypes = []any{
 	(*ClusterIdentity)(nil),   // 6: pgquorum.v1.ClusterIdentity
 	(*DynamicConfig)(nil),     // 7: pgquorum.v1.DynamicConfig
 	(*PrimaryAssignment)(nil), // 8: pgquorum.v1.PrimaryAssignment
-	(*SyncState)(nil),         // 9: pgquorum.v1.SyncState
-	(*HistoryEntry)(nil),      // 10: pgquorum.v1.HistoryEntry
-	(*ClusterState)(nil),      // 11: pgquorum.v1.ClusterState
-	(*InitCluster)(nil),       // 12: pgquorum.v1.InitCluster
-	(*UpsertMember)(nil),      // 13: pgquorum.v1.UpsertMember
-	(*RemoveMember)(nil),      // 14: pgquorum.v1.RemoveMember
-	(*SetConfig)(nil),         // 15: pgquorum.v1.SetConfig
-	(*AssignPrimary)(nil),     // 16: pgquorum.v1.AssignPrimary
-	(*RenewLease)(nil),        // 17: pgquorum.v1.RenewLease
-	(*SetSync)(nil),           // 18: pgquorum.v1.SetSync
-	(*SetPaused)(nil),         // 19: pgquorum.v1.SetPaused
-	(*SetSystemID)(nil),       // 20: pgquorum.v1.SetSystemID
-	nil,                       // 21: pgquorum.v1.DynamicConfig.PostgresParametersEntry
+	(*Switchover)(nil),        // 9: pgquorum.v1.Switchover
+	(*SyncState)(nil),         // 10: pgquorum.v1.SyncState
+	(*HistoryEntry)(nil),      // 11: pgquorum.v1.HistoryEntry
+	(*ClusterState)(nil),      // 12: pgquorum.v1.ClusterState
+	(*InitCluster)(nil),       // 13: pgquorum.v1.InitCluster
+	(*UpsertMember)(nil),      // 14: pgquorum.v1.UpsertMember
+	(*RemoveMember)(nil),      // 15: pgquorum.v1.RemoveMember
+	(*SetConfig)(nil),         // 16: pgquorum.v1.SetConfig
+	(*AssignPrimary)(nil),     // 17: pgquorum.v1.AssignPrimary
+	(*RenewLease)(nil),        // 18: pgquorum.v1.RenewLease
+	(*SetSync)(nil),           // 19: pgquorum.v1.SetSync
+	(*SetPaused)(nil),         // 20: pgquorum.v1.SetPaused
+	(*SetSystemID)(nil),       // 21: pgquorum.v1.SetSystemID
+	(*ReleaseLease)(nil),      // 22: pgquorum.v1.ReleaseLease
+	(*SetSwitchover)(nil),     // 23: pgquorum.v1.SetSwitchover
+	nil,                       // 24: pgquorum.v1.DynamicConfig.PostgresParametersEntry
 }
 var file_pgquorum_v1_state_proto_depIdxs = []int32{
 	0,  // 0: pgquorum.v1.Member.role:type_name -> pgquorum.v1.MemberRole
 	1,  // 1: pgquorum.v1.Member.suffrage:type_name -> pgquorum.v1.Suffrage
 	4,  // 2: pgquorum.v1.Member.tags:type_name -> pgquorum.v1.Tags
 	2,  // 3: pgquorum.v1.DynamicConfig.synchronous_mode:type_name -> pgquorum.v1.SynchronousMode
-	21, // 4: pgquorum.v1.DynamicConfig.postgres_parameters:type_name -> pgquorum.v1.DynamicConfig.PostgresParametersEntry
+	24, // 4: pgquorum.v1.DynamicConfig.postgres_parameters:type_name -> pgquorum.v1.DynamicConfig.PostgresParametersEntry
 	6,  // 5: pgquorum.v1.ClusterState.identity:type_name -> pgquorum.v1.ClusterIdentity
 	5,  // 6: pgquorum.v1.ClusterState.members:type_name -> pgquorum.v1.Member
 	7,  // 7: pgquorum.v1.ClusterState.config:type_name -> pgquorum.v1.DynamicConfig
 	8,  // 8: pgquorum.v1.ClusterState.primary:type_name -> pgquorum.v1.PrimaryAssignment
-	9,  // 9: pgquorum.v1.ClusterState.sync:type_name -> pgquorum.v1.SyncState
-	10, // 10: pgquorum.v1.ClusterState.history:type_name -> pgquorum.v1.HistoryEntry
-	7,  // 11: pgquorum.v1.InitCluster.initial_config:type_name -> pgquorum.v1.DynamicConfig
-	5,  // 12: pgquorum.v1.UpsertMember.member:type_name -> pgquorum.v1.Member
-	7,  // 13: pgquorum.v1.SetConfig.config:type_name -> pgquorum.v1.DynamicConfig
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	10, // 9: pgquorum.v1.ClusterState.sync:type_name -> pgquorum.v1.SyncState
+	11, // 10: pgquorum.v1.ClusterState.history:type_name -> pgquorum.v1.HistoryEntry
+	9,  // 11: pgquorum.v1.ClusterState.switchover:type_name -> pgquorum.v1.Switchover
+	7,  // 12: pgquorum.v1.InitCluster.initial_config:type_name -> pgquorum.v1.DynamicConfig
+	5,  // 13: pgquorum.v1.UpsertMember.member:type_name -> pgquorum.v1.Member
+	7,  // 14: pgquorum.v1.SetConfig.config:type_name -> pgquorum.v1.DynamicConfig
+	9,  // 15: pgquorum.v1.SetSwitchover.switchover:type_name -> pgquorum.v1.Switchover
+	16, // [16:16] is the sub-list for method output_type
+	16, // [16:16] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_state_proto_init() }
@@ -1643,7 +1925,7 @@ func file_pgquorum_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgquorum_v1_state_proto_rawDesc), len(file_pgquorum_v1_state_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   18,
+			NumMessages:   21,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
