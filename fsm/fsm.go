@@ -110,3 +110,13 @@ func (f *FSM) apply(index uint64, cmd proto.Message) (*pb.StateDelta, error) {
 	}
 	return nil, ErrUnknownCommand
 }
+
+// Lease returns the primary assignment's epoch, lease sequence and whether
+// it was released, without copying the whole state. The server reads it
+// after every Apply to time lease renewals on its own clock.
+func (f *FSM) Lease() (epoch, seq uint64, released bool) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	p := f.st.Primary
+	return p.GetEpoch(), p.GetLeaseSeq(), p.GetReleased()
+}

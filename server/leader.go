@@ -67,6 +67,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	tick := time.NewTicker(s.opts.Timing.LoopWait)
 	defer tick.Stop()
 	established := false
+	d := &decider{}
 	for {
 		if !established {
 			if err := s.raft.Barrier(s.opts.Timing.RetryTimeout * 5).Error(); err != nil {
@@ -79,6 +80,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		}
 		if established {
 			s.reconcile(ctx)
+			s.decideOnce(ctx, d)
 		}
 		select {
 		case <-ctx.Done():

@@ -180,6 +180,6 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 	if !s.IsLeader() {
 		return nil, s.notLeader()
 	}
-	s.contacts.touch(req.MemberId, time.Now())
+	s.contacts.report(req.MemberId, req.Postgres, time.Now())
 	return &pb.HeartbeatResponse{Index: s.raft.AppliedIndex()}, nil
 }

@@ -28,6 +28,8 @@ type Server struct {
 
 	leaderNotify chan bool
 	contacts     *contacts
+	lease        *leaseClock
+	local        LocalPostgres
 
 	identMu sync.Mutex
 	ident   identityFile
@@ -52,6 +54,7 @@ func New(opts Options) (*Server, error) {
 		fsm:          fsm.New(watchHistory),
 		leaderNotify: make(chan bool, 16),
 		contacts:     newContacts(),
+		lease:        &leaseClock{},
 		fatal:        make(chan error, 1),
 	}
 	if err := s.checkIdentity(); err != nil {
@@ -62,7 +65,7 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.parts = parts
-	r, err := raft.NewRaft(s.raftConfig(), s.fsm, parts.logs, parts.stable, parts.snaps, parts.trans)
+	r, err := raft.NewRaft(s.raftConfig(), observingFSM{FSM: s.fsm, clock: s.lease}, parts.logs, parts.stable, parts.snaps, parts.trans)
 	if err != nil {
 		parts.close()
 		return nil, fmt.Errorf("start raft: %w", err)

@@ -1,0 +1,79 @@
+package rpc
+
+import (
+	"context"
+
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+)
+
+// RenewLease implements pb.AdminServer.
+func (a *Admin) RenewLease(ctx context.Context, req *pb.RenewLeaseRequest) (*pb.LeaseResponse, error) {
+	index, err := a.srv.RenewLease(ctx, req.MemberId, req.Epoch)
+	if err == nil {
+		return &pb.LeaseResponse{Index: index}, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.LeaseResponse, error) {
+		return c.RenewLease(ctx, req)
+	})
+}
+
+// ReleaseLease implements pb.AdminServer.
+func (a *Admin) ReleaseLease(ctx context.Context, req *pb.ReleaseLease) (*pb.LeaseResponse, error) {
+	index, err := a.srv.ReleaseLease(ctx, req)
+	if err == nil {
+		return &pb.LeaseResponse{Index: index}, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.LeaseResponse, error) {
+		return c.ReleaseLease(ctx, req)
+	})
+}
+
+// SetSync implements pb.AdminServer.
+func (a *Admin) SetSync(ctx context.Context, req *pb.SetSync) (*pb.LeaseResponse, error) {
+	index, err := a.srv.SetSync(ctx, req)
+	if err == nil {
+		return &pb.LeaseResponse{Index: index}, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.LeaseResponse, error) {
+		return c.SetSync(ctx, req)
+	})
+}
+
+// Probe implements pb.AdminServer. It always answers for this node.
+func (a *Admin) Probe(ctx context.Context, _ *pb.ProbeRequest) (*pb.PostgresHealth, error) {
+	h, err := a.srv.Probe(ctx)
+	return h, toStatus(err)
+}
+
+// Switchover implements pb.AdminServer.
+func (a *Admin) Switchover(ctx context.Context, req *pb.SwitchoverRequest) (*pb.SwitchoverResponse, error) {
+	resp, err := a.srv.Switchover(ctx, req)
+	if err == nil {
+		return resp, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.SwitchoverResponse, error) {
+		return c.Switchover(ctx, req)
+	})
+}
+
+// Failover implements pb.AdminServer.
+func (a *Admin) Failover(ctx context.Context, req *pb.FailoverRequest) (*pb.SwitchoverResponse, error) {
+	resp, err := a.srv.Failover(ctx, req)
+	if err == nil {
+		return resp, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.SwitchoverResponse, error) {
+		return c.Failover(ctx, req)
+	})
+}
+
+// SetPaused implements pb.AdminServer.
+func (a *Admin) SetPaused(ctx context.Context, req *pb.SetPausedRequest) (*pb.SetPausedResponse, error) {
+	index, err := a.srv.SetPaused(ctx, req.Paused)
+	if err == nil {
+		return &pb.SetPausedResponse{Index: index}, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.SetPausedResponse, error) {
+		return c.SetPaused(ctx, req)
+	})
+}

@@ -1,0 +1,97 @@
+package server
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/pgquorum/pgquorum/fsm"
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+)
+
+// decider is the leader-only loop state: what it last waited on, so a
+// pending condition is logged once rather than every round.
+type decider struct {
+	lastWait string
+}
+
+// currentView assembles the decider's inputs.
+func (s *Server) currentView() view {
+	now := time.Now()
+	st := s.fsm.State()
+	return view{
+		st:       st,
+		health:   s.contacts.snapshot(now),
+		leaseAge: s.lease.age(st.Primary.GetEpoch(), st.Primary.GetLeaseSeq(), now),
+		leaseSeq: st.Primary.GetLeaseSeq(),
+		now:      now,
+		timing:   s.opts.Timing,
+	}
+}
+
+// decideOnce runs one round of the decider: decide, fetch fresh state of
+// the candidates when a failover is due, decide again, and commit.
+func (s *Server) decideOnce(ctx context.Context, d *decider) {
+	dec := decide(s.currentView())
+	if dec.cmd == nil && len(dec.probe) > 0 {
+		s.probeMembers(ctx, dec.probe)
+		dec = decide(s.currentView())
+	}
+	if dec.cmd == nil {
+		if dec.wait != d.lastWait && dec.wait != "" {
+			s.log.Info("decider waiting", "why", dec.wait)
+		}
+		d.lastWait = dec.wait
+		return
+	}
+	d.lastWait = ""
+	if len(dec.probe) > 0 {
+		s.probeMembers(ctx, dec.probe)
+		if dec = decide(s.currentView()); dec.cmd == nil {
+			return
+		}
+	}
+	index, err := s.propose(ctx, dec.cmd)
+	if err != nil {
+		s.log.Warn("decision not committed", "reason", dec.reason, "err", err)
+		return
+	}
+	st := s.fsm.State()
+	s.log.Info("decision", "reason", dec.reason, "epoch", st.Primary.GetEpoch(),
+		"primary", st.Primary.GetMemberId(), "command", fsm.TypeOf(dec.cmd).String(), "index", index)
+}
+
+// probeMembers asks members for a fresh probe of their PostgreSQL, in
+// parallel, each bounded by RetryTimeout, and records the answers.
+func (s *Server) probeMembers(ctx context.Context, ids []string) {
+	st := s.fsm.State()
+	var wg sync.WaitGroup
+	for _, id := range ids {
+		m := fsm.FindMember(st, id)
+		if m == nil || m.GrpcAddr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func(id, addr string) {
+			defer wg.Done()
+			var h *pb.PostgresHealth
+			var err error
+			if id == s.opts.NodeID && s.local != nil {
+				h, err = s.local.Probe(ctx)
+			} else {
+				var c pb.AdminClient
+				if c, err = s.opts.Dial(addr); err == nil {
+					cctx, cancel := context.WithTimeout(ctx, s.opts.Timing.RetryTimeout)
+					h, err = c.Probe(cctx, &pb.ProbeRequest{})
+					cancel()
+				}
+			}
+			if err != nil {
+				s.log.Debug("fresh probe failed", "member", id, "err", err)
+				return
+			}
+			s.contacts.report(id, h, time.Now())
+		}(id, m.GrpcAddr)
+	}
+	wg.Wait()
+}
