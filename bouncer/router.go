@@ -151,8 +151,9 @@ func (r *Router) state(db string) *dbState {
 
 // Fence stops routing db to its current primary for the move to epoch.
 // Planned mode PAUSEs, emergency mode KILLs; then the include file is
-// rewritten with db pointing at FencedHost and reloaded, so a PgBouncer
-// restart cannot route to the old primary either. A request with an epoch
+// rewritten with db pointing at FencedHost (without a RELOAD: the running
+// PgBouncer is already held by the pause), so a PgBouncer restart or a later
+// RELOAD cannot route to the old primary either. A request with an epoch
 // older than the newest seen, or not newer than the current exposure, is
 // ignored with a *StaleEpochError. Fencing again at the same epoch repeats
 // the commands (escalating planned → emergency this way is allowed).
@@ -184,20 +185,22 @@ func (r *Router) fenceLocked(ctx context.Context, db string, st *dbState, epoch 
 	if errors.Is(err, ErrUnknownDatabase) {
 		err = nil // PgBouncer does not route db at all: nothing to stop
 	}
+	commanded := time.Now()
 	// Make the fence durable even if the console failed: PgBouncer may be
 	// down now and read the file when it comes back.
 	var fileErr error
 	r.fileMu.Lock()
 	if e, ok := r.entries[db]; ok && (!e.Fenced || e.Epoch != epoch) {
 		e.Fenced, e.Epoch = true, epoch
-		fileErr = r.writeLocked(ctx, db, e)
+		fileErr = r.writeLocked(ctx, db, e, false)
 	}
 	r.fileMu.Unlock()
 	if err = errors.Join(err, fileErr); err != nil {
 		return fmt.Errorf("bouncer: fence %s at epoch %d (%s): %w", db, epoch, mode, err)
 	}
 	st.fenced, st.fencedAt, st.exposedAt = true, epoch, 0
-	r.log.Info("fenced", "db", db, "epoch", epoch, "mode", mode.String(), "took", time.Since(start))
+	r.log.Info("fenced", "db", db, "epoch", epoch, "mode", mode.String(),
+		"command", commanded.Sub(start), "took", time.Since(start))
 	return nil
 }
 
@@ -230,7 +233,7 @@ func (r *Router) exposeLocked(ctx context.Context, db string, st *dbState, epoch
 	st.seen = epoch
 	start := time.Now()
 	r.fileMu.Lock()
-	err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch})
+	err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch}, true)
 	r.fileMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
@@ -300,9 +303,9 @@ func (r *Router) Tune(ctx context.Context, opts TuneOptions) error {
 }
 
 // writeLocked sets entries[db] = e, renders and writes the include file,
-// RELOADs and re-applies the tuning. The caller holds fileMu. If rendering
-// or writing fails, the previous entry is restored.
-func (r *Router) writeLocked(ctx context.Context, db string, e Entry) error {
+// and with reload RELOADs and re-applies the tuning. The caller holds fileMu.
+// If rendering or writing fails, the previous entry is restored.
+func (r *Router) writeLocked(ctx context.Context, db string, e Entry, reload bool) error {
 	prev, had := r.entries[db]
 	r.entries[db] = e
 	all := slices.Collect(maps.Values(r.entries))
@@ -317,6 +320,9 @@ func (r *Router) writeLocked(ctx context.Context, db string, e Entry) error {
 			delete(r.entries, db)
 		}
 		return err
+	}
+	if !reload {
+		return nil
 	}
 	if err := r.admin.Reload(ctx); err != nil {
 		return err
