@@ -101,7 +101,16 @@ func newTestNode(t *testing.T, cfg Config) *Node {
 	if err != nil {
 		t.Fatalf("New(%s): %v", cfg.Name, err)
 	}
-	t.Cleanup(func() { stopByPIDFile(t, n.Config().DataDir) })
+	t.Cleanup(func() {
+		stopByPIDFile(t, n.Config().DataDir)
+		// Let the reaper goroutine finish logging before the test ends.
+		if p := n.currentProc(); p != nil && p.done != nil {
+			select {
+			case <-p.done:
+			case <-time.After(10 * time.Second):
+			}
+		}
+	})
 	return n
 }
 

@@ -117,12 +117,12 @@ func (n *Node) spawn() (*process, error) {
 		p.exitedAt = time.Now()
 		stopping := p.stopping
 		n.mu.Unlock()
-		close(p.done)
 		if stopping {
 			n.log.Info("postmaster exited", "pid", p.pid, "status", exitString(err))
 		} else {
 			n.log.Warn("postmaster exited unexpectedly", "pid", p.pid, "status", exitString(err), "log", p.logPath)
 		}
+		close(p.done)
 	}()
 	n.log.Info("started postmaster", "pid", p.pid, "data_dir", n.cfg.DataDir, "log", n.cfg.LogFile)
 	return p, nil
