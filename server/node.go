@@ -58,6 +58,9 @@ func (s *Server) tryBootstrapOrJoin(ctx context.Context) bool {
 	return true
 }
 
+// errNoTarget: no member address is known yet to send a request to.
+var errNoTarget = errors.New("no member address known yet")
+
 // joinVia sends this node's Join to each address in turn until one
 // accepts (followers forward it to the leader).
 func (s *Server) joinVia(ctx context.Context, addrs []string) error {
@@ -83,7 +86,7 @@ func (s *Server) joinVia(ctx context.Context, addrs []string) error {
 		return nil
 	}
 	if len(errs) == 0 {
-		return fmt.Errorf("no join address to try")
+		return errNoTarget
 	}
 	return errors.Join(errs...)
 }
@@ -95,8 +98,12 @@ func (s *Server) nodeTick(ctx context.Context) {
 		s.fail(err)
 		return
 	}
+	var health *pb.PostgresHealth
+	if s.act != nil {
+		health = s.act.Health()
+	}
 	if s.IsLeader() {
-		s.contacts.touch(s.opts.NodeID, time.Now())
+		s.contacts.report(s.opts.NodeID, health, time.Now())
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.opts.Timing.RetryTimeout)
@@ -106,7 +113,7 @@ func (s *Server) nodeTick(ctx context.Context) {
 		// Our record is missing or stale (new addresses, tags, suffrage).
 		// With no leader in sight (say, our Raft address changed), any
 		// member can forward the registration.
-		if err := s.joinVia(cctx, s.registrationTargets(st, leaderAddr)); err != nil {
+		if err := s.joinVia(cctx, s.registrationTargets(st, leaderAddr)); err != nil && !errors.Is(err, errNoTarget) {
 			s.log.Warn("member registration failed", "err", err)
 		}
 	}
@@ -117,7 +124,7 @@ func (s *Server) nodeTick(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	if _, err := c.Heartbeat(cctx, &pb.HeartbeatRequest{MemberId: s.opts.NodeID, AppliedIndex: s.raft.AppliedIndex()}); err != nil {
+	if _, err := c.Heartbeat(cctx, &pb.HeartbeatRequest{MemberId: s.opts.NodeID, AppliedIndex: s.raft.AppliedIndex(), Postgres: health}); err != nil {
 		s.log.Debug("heartbeat failed", "leader", leaderID, "err", err)
 	}
 }

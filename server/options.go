@@ -68,6 +68,9 @@ type Options struct {
 	// Dial returns a client for another member's gRPC address.
 	Dial func(addr string) (pb.AdminClient, error)
 
+	// Postgres is the local PostgreSQL; nil on witnesses.
+	Postgres Postgres
+
 	// InitialConfig is the dynamic config a new cluster starts with.
 	InitialConfig *pb.DynamicConfig
 

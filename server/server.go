@@ -30,6 +30,7 @@ type Server struct {
 	contacts     *contacts
 	lease        *leaseClock
 	local        LocalPostgres
+	act          *actuator
 
 	identMu sync.Mutex
 	ident   identityFile
@@ -56,6 +57,10 @@ func New(opts Options) (*Server, error) {
 		contacts:     newContacts(),
 		lease:        &leaseClock{},
 		fatal:        make(chan error, 1),
+	}
+	if opts.Postgres != nil {
+		s.act = newActuator(s, opts.Postgres)
+		s.local = s.act
 	}
 	if err := s.checkIdentity(); err != nil {
 		return nil, err
@@ -89,6 +94,10 @@ func (s *Server) Run(ctx context.Context) error {
 	wg.Add(2)
 	go func() { defer wg.Done(); s.monitorLeadership(ctx) }()
 	go func() { defer wg.Done(); s.nodeLoop(ctx) }()
+	if s.act != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.act.run(ctx) }()
+	}
 	var err error
 	select {
 	case <-ctx.Done():

@@ -97,6 +97,11 @@ func serverOptions(cfg *config.Config, pool *rpc.Pool, log *slog.Logger) (server
 		o.Role = pb.MemberRole_MEMBER_ROLE_WITNESS
 	} else {
 		o.PGAddr = cfg.PGAddr()
+		pg, err := newPostgres(cfg, log)
+		if err != nil {
+			return o, err
+		}
+		o.Postgres = pg
 	}
 	for _, entry := range cfg.Bootstrap.InitialCluster {
 		id, addr, ok := strings.Cut(entry, "=")

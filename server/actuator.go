@@ -1,0 +1,467 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/pgquorum/pgquorum/fsm"
+	"github.com/pgquorum/pgquorum/pgnode"
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"google.golang.org/protobuf/proto"
+)
+
+// actuator converges this node's PostgreSQL to the committed state. It
+// decides nothing about the cluster: the FSM says who is primary at which
+// epoch, and the actuator makes the local server match — bootstrap,
+// adopt, promote, follow, rewind, clone — idempotently, retrying with
+// backoff (DESIGN.md invariant 7). It never acts on an epoch older than
+// the newest it has seen (invariant 2).
+type actuator struct {
+	s   *Server
+	pg  Postgres
+	log *slog.Logger
+
+	mu     sync.Mutex
+	health *pb.PostgresHealth
+	// appliedEpoch is the newest epoch converged to.
+	appliedEpoch uint64
+	// maxEpoch is the newest epoch seen in the FSM.
+	maxEpoch uint64
+	// phase overrides the probed state while a long action runs.
+	phase   pb.PgState
+	lastErr string
+	// fenced is set by the lease keeper when the lease ran out.
+	fenced bool
+	// crashedAt is when the primary's PostgreSQL was first seen down.
+	crashedAt time.Time
+	// released is the epoch whose lease this node gave back.
+	released uint64
+	// paramsVersion is the dynamic config version applied.
+	paramsVersion uint64
+	// pgSync is the synchronous standby list last set in PostgreSQL.
+	pgSync    []string
+	pgSyncSet bool
+
+	wake chan struct{}
+}
+
+func newActuator(s *Server, pg Postgres) *actuator {
+	return &actuator{s: s, pg: pg, log: s.log.With("component", "actuator"), wake: make(chan struct{}, 1)}
+}
+
+// Health returns the latest health, for heartbeats.
+func (a *actuator) Health() *pb.PostgresHealth {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.health == nil {
+		return nil
+	}
+	h := proto.Clone(a.health).(*pb.PostgresHealth)
+	h.AppliedEpoch = a.appliedEpoch
+	if a.phase != pb.PgState_PG_STATE_UNKNOWN {
+		h.State = a.phase
+	}
+	if a.fenced {
+		h.State = pb.PgState_PG_STATE_FENCED
+	}
+	h.Error = a.lastErr
+	return h
+}
+
+// Probe takes a fresh look at PostgreSQL (the decider asks before it acts).
+func (a *actuator) Probe(ctx context.Context) (*pb.PostgresHealth, error) {
+	a.probe(ctx)
+	if h := a.Health(); h != nil {
+		return h, nil
+	}
+	return nil, errors.New("postgres not probed yet")
+}
+
+// probe refreshes the cached health.
+func (a *actuator) probe(ctx context.Context) {
+	pctx, cancel := context.WithTimeout(ctx, a.s.opts.Timing.RetryTimeout)
+	defer cancel()
+	info, err := a.pg.Inspect(pctx)
+	if err != nil {
+		a.setErr(fmt.Errorf("inspect data directory: %w", err))
+		return
+	}
+	var st pgnode.Status
+	if info.Running {
+		st, _ = a.pg.Probe(pctx)
+	}
+	h := healthOf(info, st, a.pg.Process())
+	a.mu.Lock()
+	a.health = h
+	a.mu.Unlock()
+}
+
+func (a *actuator) setErr(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		a.lastErr = ""
+		return
+	}
+	if a.lastErr != err.Error() {
+		a.log.Warn("actuator", "err", err)
+	}
+	a.lastErr = err.Error()
+}
+
+func (a *actuator) setPhase(p pb.PgState) {
+	a.mu.Lock()
+	a.phase = p
+	a.mu.Unlock()
+}
+
+// poke asks for a convergence round now.
+func (a *actuator) poke() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// run drives the probe loop, the lease keeper and the convergence loop
+// until ctx ends.
+func (a *actuator) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); a.probeLoop(ctx) }()
+	go func() { defer wg.Done(); a.leaseLoop(ctx) }()
+	go func() { defer wg.Done(); a.convergeLoop(ctx) }()
+	wg.Wait()
+}
+
+func (a *actuator) probeLoop(ctx context.Context) {
+	every := max(a.s.opts.Timing.LoopWait/2, 100*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		a.probe(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// convergeLoop runs a round on every committed change and every LoopWait;
+// failures back off up to 5 s.
+func (a *actuator) convergeLoop(ctx context.Context) {
+	_, sub := a.s.fsm.Subscribe(^uint64(0), 64)
+	defer func() { sub.Close() }()
+	backoff := time.Duration(0)
+	for {
+		err := a.converge(ctx)
+		a.setErr(err)
+		if err != nil {
+			backoff = min(max(2*backoff, a.s.opts.Timing.LoopWait), 5*time.Second)
+		} else {
+			backoff = a.s.opts.Timing.LoopWait
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case _, ok := <-sub.C:
+			if !ok {
+				_, sub = a.s.fsm.Subscribe(^uint64(0), 64)
+			}
+		case <-a.wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// converge makes one step towards the committed state.
+func (a *actuator) converge(ctx context.Context) error {
+	st := a.s.fsm.State()
+	me := a.s.opts.NodeID
+	p := st.Primary
+	a.mu.Lock()
+	if p.GetEpoch() < a.maxEpoch {
+		a.mu.Unlock()
+		return nil // stale state: never act on an older epoch
+	}
+	a.maxEpoch = p.GetEpoch()
+	fenced := a.fenced
+	a.mu.Unlock()
+
+	info, err := a.pg.Inspect(ctx)
+	if err != nil {
+		return fmt.Errorf("inspect data directory: %w", err)
+	}
+	if sysid := st.Identity.GetSystemIdentifier(); sysid != 0 && info.Initialized && info.SystemIdentifier != sysid {
+		a.setPhase(pb.PgState_PG_STATE_FAILED)
+		return fmt.Errorf("%w: data directory %s has system identifier %d, the cluster has %d; refusing to touch it (reinit it explicitly)",
+			pgnode.ErrForeignDataDir, info.Path, info.SystemIdentifier, sysid)
+	}
+	switch {
+	case p.GetMemberId() == "":
+		// No primary decided yet: keep a running server as it is.
+		if info.Running && a.pg.Process().State == pgnode.ProcessNone {
+			if err := a.pg.Start(ctx, pgnode.StartOptions{Role: pgnode.RoleAsIs}); err != nil && !errors.Is(err, pgnode.ErrRoleMismatch) {
+				return err
+			}
+		}
+		return nil
+	case p.MemberId == me:
+		if fenced {
+			return a.stop(ctx, pgnode.StopImmediate)
+		}
+		return a.convergePrimary(ctx, st, info)
+	default:
+		return a.convergeStandby(ctx, st, info)
+	}
+}
+
+func (a *actuator) stop(ctx context.Context, mode pgnode.StopMode) error {
+	return a.pg.Stop(ctx, mode)
+}
+
+// convergePrimary makes this node the primary of the committed epoch.
+func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, info pgnode.DataDirInfo) error {
+	p := st.Primary
+	if a.releasedEpoch() == p.Epoch || p.Released {
+		return a.stop(ctx, pgnode.StopFast)
+	}
+	if sw := st.Switchover; sw != nil && sw.SteppingDown && sw.From == p.MemberId && sw.Epoch == p.Epoch {
+		return a.stepDown(ctx, p, "switchover")
+	}
+	if !info.Initialized {
+		if st.Identity.GetSystemIdentifier() != 0 {
+			a.setPhase(pb.PgState_PG_STATE_FAILED)
+			return fmt.Errorf("assigned primary at epoch %d but data directory %s is empty while the cluster has data; refusing to initialize a second cluster", p.Epoch, info.Path)
+		}
+		a.setPhase(pb.PgState_PG_STATE_INITIALIZING)
+		sysid, err := a.pg.Bootstrap(ctx)
+		a.setPhase(pb.PgState_PG_STATE_UNKNOWN)
+		if err != nil {
+			return fmt.Errorf("bootstrap: %w", err)
+		}
+		a.log.Info("initialized new cluster", "epoch", p.Epoch, "system_identifier", sysid)
+		a.probe(ctx)
+	} else if !info.Running || a.pg.Process().State == pgnode.ProcessNone {
+		if err := a.startForPrimary(ctx, info); err != nil {
+			return a.primaryDown(ctx, p, err)
+		}
+		a.mu.Lock()
+		a.pgSyncSet = false
+		a.mu.Unlock()
+	}
+	status, err := a.pg.Probe(ctx)
+	if err != nil || !status.Up {
+		return a.primaryDown(ctx, p, fmt.Errorf("probe: %v", err))
+	}
+	a.clearCrash()
+	if status.InRecovery {
+		// The standby copied the old primary's synchronous_standby_names;
+		// choose what the new primary waits for before it takes writes.
+		var initial []string
+		if st.Config.GetSynchronousMode() == pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT {
+			initial = a.eligibleSync(st)
+		}
+		if err := a.setPGSync(ctx, initial, int(max(st.Config.GetSynchronousNodeCount(), 1))); err != nil {
+			return fmt.Errorf("set synchronous standbys before promotion: %w", err)
+		}
+		a.log.Info("promoting", "epoch", p.Epoch, "reason", p.Reason)
+		if err := a.pg.Promote(ctx); err != nil {
+			return fmt.Errorf("promote at epoch %d: %w", p.Epoch, err)
+		}
+		a.log.Info("promoted", "epoch", p.Epoch)
+		a.probe(ctx)
+	}
+	a.markApplied(p.Epoch)
+	if err := a.pg.EnsureSlots(ctx, a.slotNames(st)); err != nil {
+		return fmt.Errorf("replication slots: %w", err)
+	}
+	if err := a.manageSync(ctx, st); err != nil {
+		return fmt.Errorf("synchronous standbys: %w", err)
+	}
+	return a.applyParameters(ctx, st)
+}
+
+// startForPrimary starts a stopped server that is assigned primary. A
+// standby data directory starts as a standby and is promoted next round;
+// a primary data directory restarts in place (same epoch: nobody else
+// was assigned since).
+func (a *actuator) startForPrimary(ctx context.Context, info pgnode.DataDirInfo) error {
+	err := a.pg.Start(ctx, pgnode.StartOptions{Role: pgnode.RoleAsIs, ExpectSystemID: a.s.fsm.State().Identity.GetSystemIdentifier()})
+	if errors.Is(err, pgnode.ErrRoleMismatch) {
+		return nil
+	}
+	return err
+}
+
+// primaryDown handles a primary whose PostgreSQL is not up: restart in
+// place until primary_start_timeout, then give the lease back so the
+// decider fails over instead of waiting for the lease to run out.
+func (a *actuator) primaryDown(ctx context.Context, p *pb.PrimaryAssignment, cause error) error {
+	a.mu.Lock()
+	if a.crashedAt.IsZero() {
+		a.crashedAt = time.Now()
+	}
+	since := time.Since(a.crashedAt)
+	a.mu.Unlock()
+	limit := time.Duration(a.s.fsm.State().Config.GetPrimaryStartTimeoutMs()) * time.Millisecond
+	if since < limit {
+		return fmt.Errorf("primary PostgreSQL is down for %v (restarting in place, giving up after %v): %w", since.Round(time.Millisecond), limit, cause)
+	}
+	return a.stepDown(ctx, p, fmt.Sprintf("postgres did not come back within primary_start_timeout (%v): %v", limit, cause))
+}
+
+func (a *actuator) clearCrash() {
+	a.mu.Lock()
+	a.crashedAt = time.Time{}
+	a.mu.Unlock()
+}
+
+// stepDown stops PostgreSQL cleanly and releases the lease with the WAL
+// position it stopped at, so the decider can hand over without waiting.
+func (a *actuator) stepDown(ctx context.Context, p *pb.PrimaryAssignment, reason string) error {
+	if err := a.stop(ctx, pgnode.StopFast); err != nil {
+		if err := a.stop(ctx, pgnode.StopImmediate); err != nil {
+			return fmt.Errorf("step down: stop: %w", err)
+		}
+	}
+	var lsn uint64
+	if info, err := a.pg.Inspect(ctx); err == nil && info.CleanShutdown {
+		lsn = uint64(info.CheckpointLSN)
+	}
+	req := &pb.ReleaseLease{MemberId: a.s.opts.NodeID, Epoch: p.Epoch, Lsn: lsn, Reason: reason}
+	if err := a.s.callLeader(ctx, func(ctx context.Context, c pb.AdminClient) error {
+		_, err := c.ReleaseLease(ctx, req)
+		return err
+	}); err != nil && !errors.Is(fromStatus(err), fsm.ErrStaleEpoch) {
+		return fmt.Errorf("release lease: %w", err)
+	}
+	a.mu.Lock()
+	a.released = p.Epoch
+	a.mu.Unlock()
+	a.log.Info("stepped down", "epoch", p.Epoch, "lsn", fmt.Sprintf("%X", lsn), "reason", reason)
+	return nil
+}
+
+func (a *actuator) releasedEpoch() uint64 {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.released
+}
+
+func (a *actuator) markApplied(epoch uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if epoch > a.appliedEpoch {
+		a.log.Info("converged", "epoch", epoch)
+		a.appliedEpoch = epoch
+		// A promoted standby inherited its synchronous_standby_names
+		// from the old primary (FACTS.md): set it again.
+		a.pgSyncSet = false
+	}
+}
+
+// slotNames lists a slot for every other PostgreSQL member.
+func (a *actuator) slotNames(st *pb.ClusterState) []string {
+	var out []string
+	for _, m := range st.Members {
+		if m.Id != a.s.opts.NodeID && m.Role == pb.MemberRole_MEMBER_ROLE_POSTGRES {
+			out = append(out, pgnode.SlotName(SlotPrefix, m.Id))
+		}
+	}
+	return out
+}
+
+// convergeStandby makes this node a standby of the committed primary.
+func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, info pgnode.DataDirInfo) error {
+	p := st.Primary
+	pm := fsm.FindMember(st, p.MemberId)
+	if pm == nil {
+		return fmt.Errorf("primary %s is not a member", p.MemberId)
+	}
+	up, err := upstreamOf(pm, a.s.opts.NodeID)
+	if err != nil {
+		return err
+	}
+	sysid := st.Identity.GetSystemIdentifier()
+	if !info.Initialized {
+		if sysid == 0 {
+			return nil // the primary has not initialized the cluster yet
+		}
+		a.setPhase(pb.PgState_PG_STATE_CLONING)
+		a.log.Info("cloning from primary", "primary", p.MemberId, "epoch", p.Epoch)
+		err := a.pg.CloneFrom(ctx, up)
+		a.setPhase(pb.PgState_PG_STATE_UNKNOWN)
+		if err != nil {
+			return fmt.Errorf("clone from %s: %w", p.MemberId, err)
+		}
+		info, err = a.pg.Inspect(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	if !info.Standby {
+		// A former primary: never start it writable (FACTS.md). Rewind it
+		// onto the new primary's timeline; clone again if rewind cannot.
+		if err := a.rejoin(ctx, p, up); err != nil {
+			return err
+		}
+	}
+	if err := a.pg.Start(ctx, pgnode.StartOptions{Role: pgnode.RoleStandby, Upstream: &up, ExpectSystemID: sysid}); err != nil {
+		if errors.Is(err, pgnode.ErrRoleMismatch) {
+			return a.rejoin(ctx, p, up)
+		}
+		return fmt.Errorf("start standby of %s: %w", p.MemberId, err)
+	}
+	a.markApplied(p.Epoch)
+	return a.applyParameters(ctx, st)
+}
+
+// rejoin turns a former primary into a standby of up: stop, pg_rewind,
+// and if that fails, reinit (clone again).
+func (a *actuator) rejoin(ctx context.Context, p *pb.PrimaryAssignment, up pgnode.Upstream) error {
+	a.log.Info("former primary rejoins as standby", "primary", p.MemberId, "epoch", p.Epoch)
+	if err := a.stop(ctx, pgnode.StopFast); err != nil {
+		if err := a.stop(ctx, pgnode.StopImmediate); err != nil {
+			return fmt.Errorf("stop former primary: %w", err)
+		}
+	}
+	err := a.pg.Rewind(ctx, up)
+	if err == nil {
+		a.log.Info("pg_rewind done", "primary", p.MemberId)
+		return nil
+	}
+	a.log.Warn("pg_rewind failed; cloning again", "err", err)
+	a.setPhase(pb.PgState_PG_STATE_CLONING)
+	defer a.setPhase(pb.PgState_PG_STATE_UNKNOWN)
+	if err := a.pg.Reinit(ctx, up); err != nil {
+		return fmt.Errorf("reinit from %s after failed rewind: %w", p.MemberId, err)
+	}
+	return nil
+}
+
+// applyParameters applies the dynamic PostgreSQL parameters.
+func (a *actuator) applyParameters(ctx context.Context, st *pb.ClusterState) error {
+	v := st.Config.GetVersion()
+	a.mu.Lock()
+	done := a.paramsVersion == v
+	a.mu.Unlock()
+	if done {
+		return nil
+	}
+	if _, err := a.pg.SetParameters(ctx, st.Config.GetPostgresParameters()); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.paramsVersion = v
+	a.mu.Unlock()
+	return nil
+}
