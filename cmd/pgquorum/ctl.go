@@ -62,7 +62,8 @@ func ctlCmd() *cobra.Command {
 	f.StringSliceVar(&c.endpoints, "endpoints", nil, "gRPC addresses of members, tried in turn (default $"+ctlEnv+")")
 	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&c.timeout, "timeout", 5*time.Second, "timeout of each call")
-	cmd.AddCommand(c.statusCmd(), c.membersCmd(), c.watchCmd())
+	cmd.AddCommand(c.statusCmd(), c.membersCmd(), c.watchCmd(), c.listCmd(), c.switchoverCmd(), c.failoverCmd(),
+		c.pauseCmd(true), c.pauseCmd(false), c.historyCmd())
 	return cmd
 }
 

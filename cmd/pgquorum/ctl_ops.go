@@ -1,0 +1,248 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
+)
+
+// listCmd is patronictl's list: members with role, state, timeline, lag.
+func (c *ctl) listCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "list",
+		Short: "Members with role, PostgreSQL state, timeline, lag and tags",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			st, err := c.state(ctx)
+			if err != nil {
+				return err
+			}
+			health := c.probeAll(ctx, st)
+			if c.output == "json" {
+				msgs := make([]proto.Message, 0, len(st.Members)*2)
+				for _, m := range st.Members {
+					msgs = append(msgs, m)
+					if h := health[m.Id]; h != nil {
+						msgs = append(msgs, h)
+					}
+				}
+				return c.printJSON(msgs...)
+			}
+			fmt.Fprintf(c.out, "Cluster: %s (%s)  epoch %d  config v%d%s\n", st.Identity.GetName(), st.Identity.GetUuid(),
+				st.Primary.GetEpoch(), st.Config.GetVersion(), pausedNote(st))
+			var primaryLSN uint64
+			if h := health[st.Primary.GetMemberId()]; h != nil {
+				primaryLSN = h.WalLsn
+			}
+			sync := map[string]bool{}
+			for _, id := range st.Sync.GetMembers() {
+				sync[id] = true
+			}
+			w := c.table("MEMBER", "HOST", "ROLE", "STATE", "TL", "LAG", "PENDING RESTART", "TAGS")
+			for _, m := range st.Members {
+				h := health[m.Id]
+				role := "replica"
+				switch {
+				case m.Role == pb.MemberRole_MEMBER_ROLE_WITNESS:
+					role = "witness"
+				case m.Id == st.Primary.GetMemberId():
+					role = "primary"
+				case sync[m.Id]:
+					role = "sync standby"
+				}
+				state, tl, lag, pending := "unreachable", "-", "-", ""
+				if h != nil {
+					state = strings.ToLower(strings.TrimPrefix(h.State.String(), "PG_STATE_"))
+					if h.Error != "" {
+						state += " (" + h.Error + ")"
+					}
+					tl = fmt.Sprint(h.Timeline)
+					if role != "primary" && h.InRecovery && primaryLSN >= h.WalLsn {
+						lag = fmt.Sprint(primaryLSN - h.WalLsn)
+					}
+					if h.PendingRestart {
+						pending = "*"
+					}
+				}
+				if m.Role == pb.MemberRole_MEMBER_ROLE_WITNESS {
+					state, tl = "-", "-"
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, dash(m.PgAddr), role, state, tl, lag, pending, tagString(m.Tags))
+			}
+			return w.Flush()
+		},
+	}
+}
+
+func pausedNote(st *pb.ClusterState) string {
+	note := ""
+	if st.Paused {
+		note += "  [PAUSED: no automatic failover]"
+	}
+	if sw := st.Switchover; sw != nil {
+		note += fmt.Sprintf("  [switchover pending: %s -> %s]", sw.From, dash(sw.To))
+	}
+	return note
+}
+
+// probeAll asks every PostgreSQL member for its health, in turn.
+func (c *ctl) probeAll(ctx context.Context, st *pb.ClusterState) map[string]*pb.PostgresHealth {
+	out := map[string]*pb.PostgresHealth{}
+	for _, m := range st.Members {
+		if m.Role == pb.MemberRole_MEMBER_ROLE_WITNESS {
+			continue
+		}
+		cl, err := c.pool.Client(m.GrpcAddr)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		h, err := cl.Probe(cctx, &pb.ProbeRequest{})
+		cancel()
+		if err == nil {
+			out[m.Id] = h
+		}
+	}
+	return out
+}
+
+func (c *ctl) switchoverCmd() *cobra.Command {
+	var leader, candidate, scheduled string
+	var cancelIt, wait bool
+	cmd := &cobra.Command{
+		Use:   "switchover [--candidate MEMBER] [--scheduled TIME]",
+		Short: "Hand the primary role over to a replica without losing writes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			req := &pb.SwitchoverRequest{Leader: leader, Candidate: candidate, Cancel: cancelIt}
+			if scheduled != "" {
+				t, err := time.Parse(time.RFC3339, scheduled)
+				if err != nil {
+					return fmt.Errorf("--scheduled: %q is not an RFC 3339 time (like 2026-11-26T22:00:00Z): %v", scheduled, err)
+				}
+				req.ScheduledAtUnixMs = t.UnixMilli()
+			}
+			before, err := c.state(cmd.Context())
+			if err != nil {
+				return err
+			}
+			var resp *pb.SwitchoverResponse
+			if err := c.call(cmd.Context(), func(ctx context.Context, cl pb.AdminClient) error {
+				resp, err = cl.Switchover(ctx, req)
+				return err
+			}); err != nil {
+				return err
+			}
+			fmt.Fprintln(c.out, resp.Message)
+			if wait && !cancelIt && scheduled == "" {
+				return c.waitEpoch(cmd.Context(), before.Primary.GetEpoch())
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&leader, "leader", "", "the current primary (refused if it is not)")
+	f.StringVar(&candidate, "candidate", "", "member to promote (default: the best one)")
+	f.StringVar(&scheduled, "scheduled", "", "start at this RFC 3339 time")
+	f.BoolVar(&cancelIt, "cancel", false, "cancel the pending switchover")
+	f.BoolVar(&wait, "wait", true, "wait until the new primary is assigned")
+	return cmd
+}
+
+// waitEpoch waits until a primary with a newer epoch than before exists.
+func (c *ctl) waitEpoch(ctx context.Context, before uint64) error {
+	deadline := time.Now().Add(60 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := c.state(ctx)
+		if err == nil && st.Primary.GetEpoch() > before {
+			fmt.Fprintf(c.out, "primary is now %s (epoch %d)\n", st.Primary.MemberId, st.Primary.Epoch)
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	return fmt.Errorf("no new primary within 60s; see `pgquorum ctl list`")
+}
+
+func (c *ctl) failoverCmd() *cobra.Command {
+	var candidate string
+	cmd := &cobra.Command{
+		Use:   "failover --candidate MEMBER",
+		Short: "Promote a named replica when there is no healthy primary",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *pb.SwitchoverResponse
+			err := c.call(cmd.Context(), func(ctx context.Context, cl pb.AdminClient) error {
+				var err error
+				resp, err = cl.Failover(ctx, &pb.FailoverRequest{Candidate: candidate})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(c.out, resp.Message)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&candidate, "candidate", "", "member to promote (required)")
+	return cmd
+}
+
+func (c *ctl) pauseCmd(paused bool) *cobra.Command {
+	use, short := "pause", "Maintenance mode: nothing is started, stopped or promoted automatically"
+	if !paused {
+		use, short = "resume", "Leave maintenance mode"
+	}
+	return &cobra.Command{
+		Use:   use,
+		Short: short,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			err := c.call(cmd.Context(), func(ctx context.Context, cl pb.AdminClient) error {
+				_, err := cl.SetPaused(ctx, &pb.SetPausedRequest{Paused: paused})
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.out, "cluster %sd\n", use)
+			return nil
+		},
+	}
+}
+
+func (c *ctl) historyCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "history",
+		Short: "Every change of primary: epoch, time, old and new member, timeline, reason",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := c.state(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if c.output == "json" {
+				msgs := make([]proto.Message, 0, len(st.History))
+				for _, h := range st.History {
+					msgs = append(msgs, h)
+				}
+				return c.printJSON(msgs...)
+			}
+			w := c.table("EPOCH", "TIME", "OLD", "NEW", "TL", "REASON")
+			for _, h := range st.History {
+				fmt.Fprintf(w, "%d\t%s\t%s\t%s\t%d\t%s\n", h.Epoch, time.UnixMilli(h.AtUnixMs).UTC().Format(time.RFC3339),
+					dash(h.OldMember), h.NewMember, h.Timeline, h.Reason)
+			}
+			return w.Flush()
+		},
+	}
+}
