@@ -164,3 +164,22 @@ func (s *Server) Failover(ctx context.Context, req *pb.FailoverRequest) (*pb.Swi
 	s.log.Info("decision", "reason", reason, "epoch", st.Primary.GetEpoch()+1, "primary", req.Candidate)
 	return &pb.SwitchoverResponse{Index: index, Message: reason}, nil
 }
+
+// LocalHealth returns the cached health of this node's PostgreSQL (nil on
+// witnesses and before the first probe). It never blocks on PostgreSQL.
+func (s *Server) LocalHealth() *pb.PostgresHealth {
+	if s.act == nil {
+		return nil
+	}
+	return s.act.Health()
+}
+
+// Options returns the options the server runs with.
+func (s *Server) Options() Options { return s.opts }
+
+// LeaseAge reports how long ago this node observed the current primary's
+// last lease renewal, on its monotonic clock.
+func (s *Server) LeaseAge() time.Duration {
+	st := s.fsm.State()
+	return s.lease.age(st.Primary.GetEpoch(), st.Primary.GetLeaseSeq(), time.Now())
+}
