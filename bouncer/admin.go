@@ -198,6 +198,9 @@ func (a *Admin) withConn(ctx context.Context, what string, fn func(*pgx.Conn) er
 			return nil
 		}
 		_ = c.Close(context.Background())
+		a.mu.Lock()
+		a.caps = nil // PgBouncer may have been restarted, possibly upgraded
+		a.mu.Unlock()
 		if !reused || attempt > 0 || ctx.Err() != nil {
 			return fmt.Errorf("bouncer: admin %s: %w", what, err)
 		}
