@@ -187,6 +187,11 @@ func applyRenewLease(s *pb.ClusterState, c *pb.RenewLease) (*pb.StateDelta, erro
 	if s.Primary.GetMemberId() == "" || c.MemberId != s.Primary.GetMemberId() {
 		return nil, fmt.Errorf("%w: %q", ErrNotPrimary, c.MemberId)
 	}
+	// A released lease stays released for the rest of its epoch: the
+	// decider may already be assigning the next primary without waiting.
+	if s.Primary.GetReleased() {
+		return nil, fmt.Errorf("%w: %q released its lease for epoch %d", ErrNotPrimary, c.MemberId, c.Epoch)
+	}
 	s.Primary.LeaseSeq++
 	return nil, nil
 }
