@@ -77,3 +77,14 @@ func (a *Admin) SetPaused(ctx context.Context, req *pb.SetPausedRequest) (*pb.Se
 		return c.SetPaused(ctx, req)
 	})
 }
+
+// SetConfig implements pb.AdminServer.
+func (a *Admin) SetConfig(ctx context.Context, req *pb.SetConfig) (*pb.SetConfigResponse, error) {
+	resp, err := a.srv.SetConfig(ctx, req)
+	if err == nil {
+		return resp, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.SetConfigResponse, error) {
+		return c.SetConfig(ctx, req)
+	})
+}

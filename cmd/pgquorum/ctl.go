@@ -63,7 +63,7 @@ func ctlCmd() *cobra.Command {
 	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&c.timeout, "timeout", 5*time.Second, "timeout of each call")
 	cmd.AddCommand(c.statusCmd(), c.membersCmd(), c.watchCmd(), c.listCmd(), c.switchoverCmd(), c.failoverCmd(),
-		c.pauseCmd(true), c.pauseCmd(false), c.historyCmd())
+		c.pauseCmd(true), c.pauseCmd(false), c.historyCmd(), c.showConfigCmd(), c.editConfigCmd())
 	return cmd
 }
 

@@ -1670,6 +1670,58 @@ func (x *HeartbeatResponse) GetIndex() uint64 {
 	return 0
 }
 
+type SetConfigResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Config        *DynamicConfig         `protobuf:"bytes,2,opt,name=config,proto3" json:"config,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetConfigResponse) Reset() {
+	*x = SetConfigResponse{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetConfigResponse) ProtoMessage() {}
+
+func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
+func (*SetConfigResponse) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *SetConfigResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *SetConfigResponse) GetConfig() *DynamicConfig {
+	if x != nil {
+		return x.Config
+	}
+	return nil
+}
+
 var File_pgquorum_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgquorum_v1_admin_proto_rawDesc = "" +
@@ -1796,7 +1848,10 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x11SetPausedResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\")\n" +
 	"\x11HeartbeatResponse\x12\x14\n" +
-	"\x05index\x18\x01 \x01(\x04R\x05index*\xd3\x01\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\"]\n" +
+	"\x11SetConfigResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x122\n" +
+	"\x06config\x18\x02 \x01(\v2\x1a.pgquorum.v1.DynamicConfigR\x06config*\xd3\x01\n" +
 	"\aPgState\x12\x14\n" +
 	"\x10PG_STATE_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10PG_STATE_STOPPED\x10\x01\x12\x15\n" +
@@ -1811,7 +1866,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x10DATA_DIR_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eDATA_DIR_EMPTY\x10\x01\x12\x14\n" +
 	"\x10DATA_DIR_PRIMARY\x10\x02\x12\x14\n" +
-	"\x10DATA_DIR_STANDBY\x10\x032\x9d\a\n" +
+	"\x10DATA_DIR_STANDBY\x10\x032\xe2\a\n" +
 	"\x05Admin\x12C\n" +
 	"\bGetState\x12\x1c.pgquorum.v1.GetStateRequest\x1a\x19.pgquorum.v1.ClusterState\x12=\n" +
 	"\x06Status\x12\x1a.pgquorum.v1.StatusRequest\x1a\x17.pgquorum.v1.NodeStatus\x12=\n" +
@@ -1827,7 +1882,8 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"Switchover\x12\x1e.pgquorum.v1.SwitchoverRequest\x1a\x1f.pgquorum.v1.SwitchoverResponse\x12I\n" +
 	"\bFailover\x12\x1c.pgquorum.v1.FailoverRequest\x1a\x1f.pgquorum.v1.SwitchoverResponse\x12J\n" +
-	"\tSetPaused\x12\x1d.pgquorum.v1.SetPausedRequest\x1a\x1e.pgquorum.v1.SetPausedResponseB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
+	"\tSetPaused\x12\x1d.pgquorum.v1.SetPausedRequest\x1a\x1e.pgquorum.v1.SetPausedResponse\x12C\n" +
+	"\tSetConfig\x12\x16.pgquorum.v1.SetConfig\x1a\x1e.pgquorum.v1.SetConfigResponseB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
 
 var (
 	file_pgquorum_v1_admin_proto_rawDescOnce sync.Once
@@ -1842,7 +1898,7 @@ func file_pgquorum_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pgquorum_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgquorum_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_pgquorum_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
 var file_pgquorum_v1_admin_proto_goTypes = []any{
 	(PgState)(0),                 // 0: pgquorum.v1.PgState
 	(DataDirKind)(0),             // 1: pgquorum.v1.DataDirKind
@@ -1869,67 +1925,72 @@ var file_pgquorum_v1_admin_proto_goTypes = []any{
 	(*SetPausedRequest)(nil),     // 22: pgquorum.v1.SetPausedRequest
 	(*SetPausedResponse)(nil),    // 23: pgquorum.v1.SetPausedResponse
 	(*HeartbeatResponse)(nil),    // 24: pgquorum.v1.HeartbeatResponse
-	(Suffrage)(0),                // 25: pgquorum.v1.Suffrage
-	(*Member)(nil),               // 26: pgquorum.v1.Member
-	(*DynamicConfig)(nil),        // 27: pgquorum.v1.DynamicConfig
-	(*PrimaryAssignment)(nil),    // 28: pgquorum.v1.PrimaryAssignment
-	(*SyncState)(nil),            // 29: pgquorum.v1.SyncState
-	(*ClusterIdentity)(nil),      // 30: pgquorum.v1.ClusterIdentity
-	(*HistoryEntry)(nil),         // 31: pgquorum.v1.HistoryEntry
-	(*Switchover)(nil),           // 32: pgquorum.v1.Switchover
-	(*ClusterState)(nil),         // 33: pgquorum.v1.ClusterState
-	(*ReleaseLease)(nil),         // 34: pgquorum.v1.ReleaseLease
-	(*SetSync)(nil),              // 35: pgquorum.v1.SetSync
+	(*SetConfigResponse)(nil),    // 25: pgquorum.v1.SetConfigResponse
+	(Suffrage)(0),                // 26: pgquorum.v1.Suffrage
+	(*Member)(nil),               // 27: pgquorum.v1.Member
+	(*DynamicConfig)(nil),        // 28: pgquorum.v1.DynamicConfig
+	(*PrimaryAssignment)(nil),    // 29: pgquorum.v1.PrimaryAssignment
+	(*SyncState)(nil),            // 30: pgquorum.v1.SyncState
+	(*ClusterIdentity)(nil),      // 31: pgquorum.v1.ClusterIdentity
+	(*HistoryEntry)(nil),         // 32: pgquorum.v1.HistoryEntry
+	(*Switchover)(nil),           // 33: pgquorum.v1.Switchover
+	(*ClusterState)(nil),         // 34: pgquorum.v1.ClusterState
+	(*ReleaseLease)(nil),         // 35: pgquorum.v1.ReleaseLease
+	(*SetSync)(nil),              // 36: pgquorum.v1.SetSync
+	(*SetConfig)(nil),            // 37: pgquorum.v1.SetConfig
 }
 var file_pgquorum_v1_admin_proto_depIdxs = []int32{
-	25, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
+	26, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
 	4,  // 1: pgquorum.v1.NodeStatus.peers:type_name -> pgquorum.v1.PeerStatus
-	26, // 2: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
-	27, // 3: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
-	28, // 4: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
-	29, // 5: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
-	30, // 6: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
-	31, // 7: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
-	32, // 8: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
-	33, // 9: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
+	27, // 2: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
+	28, // 3: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
+	29, // 4: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
+	30, // 5: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
+	31, // 6: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
+	32, // 7: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
+	33, // 8: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
+	34, // 9: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
 	7,  // 10: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
-	26, // 11: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
-	30, // 12: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
+	27, // 11: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
+	31, // 12: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
 	15, // 13: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
 	0,  // 14: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
 	14, // 15: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
 	1,  // 16: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
-	2,  // 17: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
-	3,  // 18: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
-	6,  // 19: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
-	9,  // 20: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
-	11, // 21: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
-	13, // 22: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
-	17, // 23: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
-	34, // 24: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
-	35, // 25: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
-	16, // 26: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
-	19, // 27: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
-	21, // 28: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
-	22, // 29: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
-	33, // 30: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
-	5,  // 31: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
-	8,  // 32: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
-	10, // 33: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
-	12, // 34: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
-	24, // 35: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
-	18, // 36: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
-	18, // 37: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
-	18, // 38: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
-	15, // 39: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
-	20, // 40: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
-	20, // 41: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
-	23, // 42: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
-	30, // [30:43] is the sub-list for method output_type
-	17, // [17:30] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	28, // 17: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
+	2,  // 18: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
+	3,  // 19: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
+	6,  // 20: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
+	9,  // 21: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
+	11, // 22: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
+	13, // 23: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
+	17, // 24: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
+	35, // 25: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
+	36, // 26: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
+	16, // 27: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
+	19, // 28: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
+	21, // 29: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
+	22, // 30: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
+	37, // 31: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
+	34, // 32: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
+	5,  // 33: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
+	8,  // 34: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
+	10, // 35: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
+	12, // 36: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
+	24, // 37: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
+	18, // 38: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
+	18, // 39: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
+	18, // 40: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
+	15, // 41: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
+	20, // 42: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
+	20, // 43: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
+	23, // 44: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
+	25, // 45: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
+	32, // [32:46] is the sub-list for method output_type
+	18, // [18:32] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_admin_proto_init() }
@@ -1949,7 +2010,7 @@ func file_pgquorum_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgquorum_v1_admin_proto_rawDesc), len(file_pgquorum_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   23,
+			NumMessages:   24,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

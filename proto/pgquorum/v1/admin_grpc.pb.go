@@ -36,6 +36,7 @@ const (
 	Admin_Switchover_FullMethodName   = "/pgquorum.v1.Admin/Switchover"
 	Admin_Failover_FullMethodName     = "/pgquorum.v1.Admin/Failover"
 	Admin_SetPaused_FullMethodName    = "/pgquorum.v1.Admin/SetPaused"
+	Admin_SetConfig_FullMethodName    = "/pgquorum.v1.Admin/SetConfig"
 )
 
 // AdminClient is the client API for Admin service.
@@ -73,6 +74,9 @@ type AdminClient interface {
 	Failover(ctx context.Context, in *FailoverRequest, opts ...grpc.CallOption) (*SwitchoverResponse, error)
 	// SetPaused switches maintenance mode.
 	SetPaused(ctx context.Context, in *SetPausedRequest, opts ...grpc.CallOption) (*SetPausedResponse, error)
+	// SetConfig replaces the dynamic configuration if its version still
+	// matches (compare-and-set): a conflicting edit is refused, never merged.
+	SetConfig(ctx context.Context, in *SetConfig, opts ...grpc.CallOption) (*SetConfigResponse, error)
 }
 
 type adminClient struct {
@@ -222,6 +226,16 @@ func (c *adminClient) SetPaused(ctx context.Context, in *SetPausedRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) SetConfig(ctx context.Context, in *SetConfig, opts ...grpc.CallOption) (*SetConfigResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(SetConfigResponse)
+	err := c.cc.Invoke(ctx, Admin_SetConfig_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -257,6 +271,9 @@ type AdminServer interface {
 	Failover(context.Context, *FailoverRequest) (*SwitchoverResponse, error)
 	// SetPaused switches maintenance mode.
 	SetPaused(context.Context, *SetPausedRequest) (*SetPausedResponse, error)
+	// SetConfig replaces the dynamic configuration if its version still
+	// matches (compare-and-set): a conflicting edit is refused, never merged.
+	SetConfig(context.Context, *SetConfig) (*SetConfigResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -305,6 +322,9 @@ func (UnimplementedAdminServer) Failover(context.Context, *FailoverRequest) (*Sw
 }
 func (UnimplementedAdminServer) SetPaused(context.Context, *SetPausedRequest) (*SetPausedResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetPaused not implemented")
+}
+func (UnimplementedAdminServer) SetConfig(context.Context, *SetConfig) (*SetConfigResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetConfig not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -554,6 +574,24 @@ func _Admin_SetPaused_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetConfig)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).SetConfig(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_SetConfig_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).SetConfig(ctx, req.(*SetConfig))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -608,6 +646,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetPaused",
 			Handler:    _Admin_SetPaused_Handler,
+		},
+		{
+			MethodName: "SetConfig",
+			Handler:    _Admin_SetConfig_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
