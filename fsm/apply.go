@@ -282,3 +282,47 @@ func FindMember(s *pb.ClusterState, id string) *pb.Member {
 	}
 	return nil
 }
+
+func applyRegisterBouncer(s *pb.ClusterState, c *pb.RegisterBouncer) (*pb.StateDelta, error) {
+	a := c.GetAgent()
+	if a.GetId() == "" || a.GetContactLeaseMs() <= 0 {
+		return nil, fmt.Errorf("%w: register_bouncer needs agent.id and a positive contact_lease_ms", ErrBadCommand)
+	}
+	a = clone(a)
+	i := sort.Search(len(s.Bouncers), func(i int) bool { return s.Bouncers[i].Id >= a.Id })
+	if i < len(s.Bouncers) && s.Bouncers[i].Id == a.Id {
+		old := clone(s.Bouncers[i])
+		old.RegisteredAtUnixMs = a.RegisteredAtUnixMs
+		if proto.Equal(old, a) {
+			return nil, nil
+		}
+		s.Bouncers[i] = a
+	} else {
+		s.Bouncers = append(s.Bouncers, nil)
+		copy(s.Bouncers[i+1:], s.Bouncers[i:])
+		s.Bouncers[i] = a
+	}
+	return &pb.StateDelta{UpsertedBouncers: []*pb.BouncerAgent{clone(a)}}, nil
+}
+
+func applyUnregisterBouncer(s *pb.ClusterState, c *pb.UnregisterBouncer) (*pb.StateDelta, error) {
+	for i, b := range s.Bouncers {
+		if b.Id == c.Id {
+			s.Bouncers = append(s.Bouncers[:i], s.Bouncers[i+1:]...)
+			return &pb.StateDelta{RemovedBouncers: []string{c.Id}}, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: bouncer agent %q", ErrMemberNotFound, c.Id)
+}
+
+// applyExposePrimary lets agents route to the primary of the epoch.
+func applyExposePrimary(s *pb.ClusterState, c *pb.ExposePrimary) (*pb.StateDelta, error) {
+	if c.Epoch != s.Primary.GetEpoch() || s.Primary.GetMemberId() == "" {
+		return nil, fmt.Errorf("%w: expose epoch %d, have %d", ErrStaleEpoch, c.Epoch, s.Primary.GetEpoch())
+	}
+	if s.Primary.Exposed {
+		return nil, nil
+	}
+	s.Primary.Exposed = true
+	return &pb.StateDelta{Primary: clone(s.Primary)}, nil
+}

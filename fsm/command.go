@@ -46,6 +46,12 @@ func TypeOf(cmd proto.Message) pb.CommandType {
 		return pb.CommandType_COMMAND_TYPE_RELEASE_LEASE
 	case *pb.SetSwitchover:
 		return pb.CommandType_COMMAND_TYPE_SET_SWITCHOVER
+	case *pb.RegisterBouncer:
+		return pb.CommandType_COMMAND_TYPE_REGISTER_BOUNCER
+	case *pb.UnregisterBouncer:
+		return pb.CommandType_COMMAND_TYPE_UNREGISTER_BOUNCER
+	case *pb.ExposePrimary:
+		return pb.CommandType_COMMAND_TYPE_EXPOSE_PRIMARY
 	}
 	return pb.CommandType_COMMAND_TYPE_UNSPECIFIED
 }
@@ -79,6 +85,12 @@ func Decode(data []byte) (proto.Message, error) {
 		msg = &pb.ReleaseLease{}
 	case pb.CommandType_COMMAND_TYPE_SET_SWITCHOVER:
 		msg = &pb.SetSwitchover{}
+	case pb.CommandType_COMMAND_TYPE_REGISTER_BOUNCER:
+		msg = &pb.RegisterBouncer{}
+	case pb.CommandType_COMMAND_TYPE_UNREGISTER_BOUNCER:
+		msg = &pb.UnregisterBouncer{}
+	case pb.CommandType_COMMAND_TYPE_EXPOSE_PRIMARY:
+		msg = &pb.ExposePrimary{}
 	default:
 		return nil, fmt.Errorf("%w: %d", ErrUnknownCommand, data[0])
 	}

@@ -34,6 +34,11 @@ var everyCommand = []struct {
 	{pb.CommandType_COMMAND_TYPE_SET_SWITCHOVER, &pb.SetSwitchover{Switchover: &pb.Switchover{
 		From: "a", To: "b", Epoch: 2, ScheduledAtUnixMs: 10, RequestedAtUnixMs: 9, SteppingDown: true,
 	}}},
+	{pb.CommandType_COMMAND_TYPE_REGISTER_BOUNCER, &pb.RegisterBouncer{Agent: &pb.BouncerAgent{
+		Id: "pgb1", ContactLeaseMs: 3000, RegisteredAtUnixMs: 5, Databases: []string{"app"},
+	}}},
+	{pb.CommandType_COMMAND_TYPE_UNREGISTER_BOUNCER, &pb.UnregisterBouncer{Id: "pgb1"}},
+	{pb.CommandType_COMMAND_TYPE_EXPOSE_PRIMARY, &pb.ExposePrimary{Epoch: 2}},
 }
 
 // maxCommandType is the highest CommandType this build knows.

@@ -107,6 +107,12 @@ func (f *FSM) apply(index uint64, cmd proto.Message) (*pb.StateDelta, error) {
 		return applyReleaseLease(s, c)
 	case *pb.SetSwitchover:
 		return applySetSwitchover(s, c)
+	case *pb.RegisterBouncer:
+		return applyRegisterBouncer(s, c)
+	case *pb.UnregisterBouncer:
+		return applyUnregisterBouncer(s, c)
+	case *pb.ExposePrimary:
+		return applyExposePrimary(s, c)
 	}
 	return nil, ErrUnknownCommand
 }

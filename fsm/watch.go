@@ -163,6 +163,12 @@ func ApplyEvent(st *pb.ClusterState, ev *pb.WatchEvent) *pb.ClusterState {
 	if d.GetSwitchover() != nil {
 		st.Switchover = clone(d.Switchover)
 	}
+	for _, b := range d.GetUpsertedBouncers() {
+		_, _ = applyRegisterBouncer(st, &pb.RegisterBouncer{Agent: b})
+	}
+	for _, id := range d.GetRemovedBouncers() {
+		_, _ = applyUnregisterBouncer(st, &pb.UnregisterBouncer{Id: id})
+	}
 	if h := d.GetHistory(); h != nil {
 		st.History = append(st.History, clone(h))
 		if n := len(st.History) - HistoryLimit; n > 0 {

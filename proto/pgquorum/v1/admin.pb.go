@@ -329,8 +329,11 @@ type NodeStatus struct {
 	// raft_addr is the answering node's own advertised Raft address.
 	RaftAddr string `protobuf:"bytes,15,opt,name=raft_addr,json=raftAddr,proto3" json:"raft_addr,omitempty"`
 	// has_state is false until the node has bootstrapped or joined.
-	HasState      bool   `protobuf:"varint,16,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
-	GrpcAddr      string `protobuf:"bytes,17,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	HasState bool   `protobuf:"varint,16,opt,name=has_state,json=hasState,proto3" json:"has_state,omitempty"`
+	GrpcAddr string `protobuf:"bytes,17,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
+	// bouncers: what the leader knows of each bouncer agent (empty on
+	// followers).
+	Bouncers      []*BouncerStatus `protobuf:"bytes,18,rep,name=bouncers,proto3" json:"bouncers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -484,6 +487,83 @@ func (x *NodeStatus) GetGrpcAddr() string {
 	return ""
 }
 
+func (x *NodeStatus) GetBouncers() []*BouncerStatus {
+	if x != nil {
+		return x.Bouncers
+	}
+	return nil
+}
+
+// BouncerStatus is the leader's view of one bouncer agent.
+type BouncerStatus struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Id         string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	AckedEpoch uint64                 `protobuf:"varint,2,opt,name=acked_epoch,json=ackedEpoch,proto3" json:"acked_epoch,omitempty"`
+	// last_contact_ms is -1 when the agent has not reported to this leader.
+	LastContactMs  int64 `protobuf:"varint,3,opt,name=last_contact_ms,json=lastContactMs,proto3" json:"last_contact_ms,omitempty"`
+	ContactLeaseMs int64 `protobuf:"varint,4,opt,name=contact_lease_ms,json=contactLeaseMs,proto3" json:"contact_lease_ms,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *BouncerStatus) Reset() {
+	*x = BouncerStatus{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BouncerStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BouncerStatus) ProtoMessage() {}
+
+func (x *BouncerStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BouncerStatus.ProtoReflect.Descriptor instead.
+func (*BouncerStatus) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *BouncerStatus) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BouncerStatus) GetAckedEpoch() uint64 {
+	if x != nil {
+		return x.AckedEpoch
+	}
+	return 0
+}
+
+func (x *BouncerStatus) GetLastContactMs() int64 {
+	if x != nil {
+		return x.LastContactMs
+	}
+	return 0
+}
+
+func (x *BouncerStatus) GetContactLeaseMs() int64 {
+	if x != nil {
+		return x.ContactLeaseMs
+	}
+	return 0
+}
+
 type WatchRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// from_index resumes after this Raft index. 0 starts with a snapshot.
@@ -494,7 +574,7 @@ type WatchRequest struct {
 
 func (x *WatchRequest) Reset() {
 	*x = WatchRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[4]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -506,7 +586,7 @@ func (x *WatchRequest) String() string {
 func (*WatchRequest) ProtoMessage() {}
 
 func (x *WatchRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[4]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -519,7 +599,7 @@ func (x *WatchRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchRequest.ProtoReflect.Descriptor instead.
 func (*WatchRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *WatchRequest) GetFromIndex() uint64 {
@@ -543,15 +623,17 @@ type StateDelta struct {
 	History *HistoryEntry `protobuf:"bytes,8,opt,name=history,proto3" json:"history,omitempty"`
 	// switchover is the new pending switchover; switchover_cleared says the
 	// pending one is gone (done, void or cancelled).
-	Switchover        *Switchover `protobuf:"bytes,9,opt,name=switchover,proto3" json:"switchover,omitempty"`
-	SwitchoverCleared bool        `protobuf:"varint,10,opt,name=switchover_cleared,json=switchoverCleared,proto3" json:"switchover_cleared,omitempty"`
+	Switchover        *Switchover     `protobuf:"bytes,9,opt,name=switchover,proto3" json:"switchover,omitempty"`
+	SwitchoverCleared bool            `protobuf:"varint,10,opt,name=switchover_cleared,json=switchoverCleared,proto3" json:"switchover_cleared,omitempty"`
+	UpsertedBouncers  []*BouncerAgent `protobuf:"bytes,11,rep,name=upserted_bouncers,json=upsertedBouncers,proto3" json:"upserted_bouncers,omitempty"`
+	RemovedBouncers   []string        `protobuf:"bytes,12,rep,name=removed_bouncers,json=removedBouncers,proto3" json:"removed_bouncers,omitempty"`
 	unknownFields     protoimpl.UnknownFields
 	sizeCache         protoimpl.SizeCache
 }
 
 func (x *StateDelta) Reset() {
 	*x = StateDelta{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[5]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -563,7 +645,7 @@ func (x *StateDelta) String() string {
 func (*StateDelta) ProtoMessage() {}
 
 func (x *StateDelta) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[5]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -576,7 +658,7 @@ func (x *StateDelta) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateDelta.ProtoReflect.Descriptor instead.
 func (*StateDelta) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *StateDelta) GetUpsertedMembers() []*Member {
@@ -649,6 +731,20 @@ func (x *StateDelta) GetSwitchoverCleared() bool {
 	return false
 }
 
+func (x *StateDelta) GetUpsertedBouncers() []*BouncerAgent {
+	if x != nil {
+		return x.UpsertedBouncers
+	}
+	return nil
+}
+
+func (x *StateDelta) GetRemovedBouncers() []string {
+	if x != nil {
+		return x.RemovedBouncers
+	}
+	return nil
+}
+
 // WatchEvent is one message of a Watch stream.
 type WatchEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -664,7 +760,7 @@ type WatchEvent struct {
 
 func (x *WatchEvent) Reset() {
 	*x = WatchEvent{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[6]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -676,7 +772,7 @@ func (x *WatchEvent) String() string {
 func (*WatchEvent) ProtoMessage() {}
 
 func (x *WatchEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[6]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -689,7 +785,7 @@ func (x *WatchEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchEvent.ProtoReflect.Descriptor instead.
 func (*WatchEvent) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *WatchEvent) GetIndex() uint64 {
@@ -750,7 +846,7 @@ type JoinRequest struct {
 
 func (x *JoinRequest) Reset() {
 	*x = JoinRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[7]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -762,7 +858,7 @@ func (x *JoinRequest) String() string {
 func (*JoinRequest) ProtoMessage() {}
 
 func (x *JoinRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[7]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -775,7 +871,7 @@ func (x *JoinRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinRequest.ProtoReflect.Descriptor instead.
 func (*JoinRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *JoinRequest) GetClusterName() string {
@@ -802,7 +898,7 @@ type JoinResponse struct {
 
 func (x *JoinResponse) Reset() {
 	*x = JoinResponse{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[8]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -814,7 +910,7 @@ func (x *JoinResponse) String() string {
 func (*JoinResponse) ProtoMessage() {}
 
 func (x *JoinResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[8]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -827,7 +923,7 @@ func (x *JoinResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JoinResponse.ProtoReflect.Descriptor instead.
 func (*JoinResponse) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *JoinResponse) GetIdentity() *ClusterIdentity {
@@ -854,7 +950,7 @@ type RemoveMemberRequest struct {
 
 func (x *RemoveMemberRequest) Reset() {
 	*x = RemoveMemberRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[9]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -866,7 +962,7 @@ func (x *RemoveMemberRequest) String() string {
 func (*RemoveMemberRequest) ProtoMessage() {}
 
 func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[9]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -879,7 +975,7 @@ func (x *RemoveMemberRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberRequest.ProtoReflect.Descriptor instead.
 func (*RemoveMemberRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RemoveMemberRequest) GetId() string {
@@ -905,7 +1001,7 @@ type RemoveMemberResponse struct {
 
 func (x *RemoveMemberResponse) Reset() {
 	*x = RemoveMemberResponse{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[10]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1013,7 @@ func (x *RemoveMemberResponse) String() string {
 func (*RemoveMemberResponse) ProtoMessage() {}
 
 func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[10]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1026,7 @@ func (x *RemoveMemberResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMemberResponse.ProtoReflect.Descriptor instead.
 func (*RemoveMemberResponse) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RemoveMemberResponse) GetIndex() uint64 {
@@ -952,7 +1048,7 @@ type HeartbeatRequest struct {
 
 func (x *HeartbeatRequest) Reset() {
 	*x = HeartbeatRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[11]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -964,7 +1060,7 @@ func (x *HeartbeatRequest) String() string {
 func (*HeartbeatRequest) ProtoMessage() {}
 
 func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[11]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -977,7 +1073,7 @@ func (x *HeartbeatRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatRequest.ProtoReflect.Descriptor instead.
 func (*HeartbeatRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *HeartbeatRequest) GetMemberId() string {
@@ -1015,7 +1111,7 @@ type ReplicaHealth struct {
 
 func (x *ReplicaHealth) Reset() {
 	*x = ReplicaHealth{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1027,7 +1123,7 @@ func (x *ReplicaHealth) String() string {
 func (*ReplicaHealth) ProtoMessage() {}
 
 func (x *ReplicaHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1040,7 +1136,7 @@ func (x *ReplicaHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicaHealth.ProtoReflect.Descriptor instead.
 func (*ReplicaHealth) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ReplicaHealth) GetApplicationName() string {
@@ -1106,7 +1202,7 @@ type PostgresHealth struct {
 
 func (x *PostgresHealth) Reset() {
 	*x = PostgresHealth{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[13]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1214,7 @@ func (x *PostgresHealth) String() string {
 func (*PostgresHealth) ProtoMessage() {}
 
 func (x *PostgresHealth) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[13]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1227,7 @@ func (x *PostgresHealth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PostgresHealth.ProtoReflect.Descriptor instead.
 func (*PostgresHealth) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *PostgresHealth) GetState() PgState {
@@ -1247,7 +1343,7 @@ type ProbeRequest struct {
 
 func (x *ProbeRequest) Reset() {
 	*x = ProbeRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[14]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1355,7 @@ func (x *ProbeRequest) String() string {
 func (*ProbeRequest) ProtoMessage() {}
 
 func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[14]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1368,7 @@ func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
 func (*ProbeRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 type RenewLeaseRequest struct {
@@ -1285,7 +1381,7 @@ type RenewLeaseRequest struct {
 
 func (x *RenewLeaseRequest) Reset() {
 	*x = RenewLeaseRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[15]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1297,7 +1393,7 @@ func (x *RenewLeaseRequest) String() string {
 func (*RenewLeaseRequest) ProtoMessage() {}
 
 func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[15]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1310,7 +1406,7 @@ func (x *RenewLeaseRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLeaseRequest.ProtoReflect.Descriptor instead.
 func (*RenewLeaseRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RenewLeaseRequest) GetMemberId() string {
@@ -1336,7 +1432,7 @@ type LeaseResponse struct {
 
 func (x *LeaseResponse) Reset() {
 	*x = LeaseResponse{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[16]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1444,7 @@ func (x *LeaseResponse) String() string {
 func (*LeaseResponse) ProtoMessage() {}
 
 func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[16]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1457,7 @@ func (x *LeaseResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LeaseResponse.ProtoReflect.Descriptor instead.
 func (*LeaseResponse) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *LeaseResponse) GetIndex() uint64 {
@@ -1386,7 +1482,7 @@ type SwitchoverRequest struct {
 
 func (x *SwitchoverRequest) Reset() {
 	*x = SwitchoverRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[17]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1398,7 +1494,7 @@ func (x *SwitchoverRequest) String() string {
 func (*SwitchoverRequest) ProtoMessage() {}
 
 func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[17]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1411,7 +1507,7 @@ func (x *SwitchoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchoverRequest.ProtoReflect.Descriptor instead.
 func (*SwitchoverRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SwitchoverRequest) GetLeader() string {
@@ -1452,7 +1548,7 @@ type SwitchoverResponse struct {
 
 func (x *SwitchoverResponse) Reset() {
 	*x = SwitchoverResponse{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[18]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1464,7 +1560,7 @@ func (x *SwitchoverResponse) String() string {
 func (*SwitchoverResponse) ProtoMessage() {}
 
 func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[18]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1477,7 +1573,7 @@ func (x *SwitchoverResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SwitchoverResponse.ProtoReflect.Descriptor instead.
 func (*SwitchoverResponse) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SwitchoverResponse) GetIndex() uint64 {
@@ -1503,7 +1599,7 @@ type FailoverRequest struct {
 
 func (x *FailoverRequest) Reset() {
 	*x = FailoverRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[19]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1515,7 +1611,7 @@ func (x *FailoverRequest) String() string {
 func (*FailoverRequest) ProtoMessage() {}
 
 func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[19]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1528,7 +1624,7 @@ func (x *FailoverRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FailoverRequest.ProtoReflect.Descriptor instead.
 func (*FailoverRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *FailoverRequest) GetCandidate() string {
@@ -1547,7 +1643,7 @@ type SetPausedRequest struct {
 
 func (x *SetPausedRequest) Reset() {
 	*x = SetPausedRequest{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[20]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1655,7 @@ func (x *SetPausedRequest) String() string {
 func (*SetPausedRequest) ProtoMessage() {}
 
 func (x *SetPausedRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[20]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1668,7 @@ func (x *SetPausedRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPausedRequest.ProtoReflect.Descriptor instead.
 func (*SetPausedRequest) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{20}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetPausedRequest) GetPaused() bool {
@@ -1591,7 +1687,7 @@ type SetPausedResponse struct {
 
 func (x *SetPausedResponse) Reset() {
 	*x = SetPausedResponse{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[21]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1699,7 @@ func (x *SetPausedResponse) String() string {
 func (*SetPausedResponse) ProtoMessage() {}
 
 func (x *SetPausedResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[21]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1712,7 @@ func (x *SetPausedResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPausedResponse.ProtoReflect.Descriptor instead.
 func (*SetPausedResponse) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{21}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *SetPausedResponse) GetIndex() uint64 {
@@ -1635,7 +1731,7 @@ type HeartbeatResponse struct {
 
 func (x *HeartbeatResponse) Reset() {
 	*x = HeartbeatResponse{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[22]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1647,7 +1743,7 @@ func (x *HeartbeatResponse) String() string {
 func (*HeartbeatResponse) ProtoMessage() {}
 
 func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[22]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1660,7 +1756,7 @@ func (x *HeartbeatResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HeartbeatResponse.ProtoReflect.Descriptor instead.
 func (*HeartbeatResponse) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HeartbeatResponse) GetIndex() uint64 {
@@ -1680,7 +1776,7 @@ type SetConfigResponse struct {
 
 func (x *SetConfigResponse) Reset() {
 	*x = SetConfigResponse{}
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[23]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +1788,7 @@ func (x *SetConfigResponse) String() string {
 func (*SetConfigResponse) ProtoMessage() {}
 
 func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_admin_proto_msgTypes[23]
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,7 +1801,7 @@ func (x *SetConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfigResponse.ProtoReflect.Descriptor instead.
 func (*SetConfigResponse) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SetConfigResponse) GetIndex() uint64 {
@@ -1722,6 +1818,136 @@ func (x *SetConfigResponse) GetConfig() *DynamicConfig {
 	return nil
 }
 
+type BouncerHeartbeatRequest struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	AgentId        string                 `protobuf:"bytes,1,opt,name=agent_id,json=agentId,proto3" json:"agent_id,omitempty"`
+	ClusterName    string                 `protobuf:"bytes,2,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
+	ContactLeaseMs int64                  `protobuf:"varint,3,opt,name=contact_lease_ms,json=contactLeaseMs,proto3" json:"contact_lease_ms,omitempty"`
+	// acked_epoch: the agent stopped routing to every primary older than
+	// this epoch.
+	AckedEpoch    uint64   `protobuf:"varint,4,opt,name=acked_epoch,json=ackedEpoch,proto3" json:"acked_epoch,omitempty"`
+	Databases     []string `protobuf:"bytes,5,rep,name=databases,proto3" json:"databases,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BouncerHeartbeatRequest) Reset() {
+	*x = BouncerHeartbeatRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BouncerHeartbeatRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BouncerHeartbeatRequest) ProtoMessage() {}
+
+func (x *BouncerHeartbeatRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BouncerHeartbeatRequest.ProtoReflect.Descriptor instead.
+func (*BouncerHeartbeatRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BouncerHeartbeatRequest) GetAgentId() string {
+	if x != nil {
+		return x.AgentId
+	}
+	return ""
+}
+
+func (x *BouncerHeartbeatRequest) GetClusterName() string {
+	if x != nil {
+		return x.ClusterName
+	}
+	return ""
+}
+
+func (x *BouncerHeartbeatRequest) GetContactLeaseMs() int64 {
+	if x != nil {
+		return x.ContactLeaseMs
+	}
+	return 0
+}
+
+func (x *BouncerHeartbeatRequest) GetAckedEpoch() uint64 {
+	if x != nil {
+		return x.AckedEpoch
+	}
+	return 0
+}
+
+func (x *BouncerHeartbeatRequest) GetDatabases() []string {
+	if x != nil {
+		return x.Databases
+	}
+	return nil
+}
+
+type BouncerHeartbeatResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BouncerHeartbeatResponse) Reset() {
+	*x = BouncerHeartbeatResponse{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BouncerHeartbeatResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BouncerHeartbeatResponse) ProtoMessage() {}
+
+func (x *BouncerHeartbeatResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BouncerHeartbeatResponse.ProtoReflect.Descriptor instead.
+func (*BouncerHeartbeatResponse) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *BouncerHeartbeatResponse) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
+func (x *BouncerHeartbeatResponse) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
 var File_pgquorum_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgquorum_v1_admin_proto_rawDesc = "" +
@@ -1736,7 +1962,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x121\n" +
 	"\bsuffrage\x18\x03 \x01(\x0e2\x15.pgquorum.v1.SuffrageR\bsuffrage\x12&\n" +
 	"\x0flast_contact_ms\x18\x04 \x01(\x03R\rlastContactMs\x12\x1b\n" +
-	"\tis_leader\x18\x05 \x01(\bR\bisLeader\"\xd2\x04\n" +
+	"\tis_leader\x18\x05 \x01(\bR\bisLeader\"\x8a\x05\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
@@ -1757,10 +1983,17 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\aversion\x18\x0e \x01(\tR\aversion\x12\x1b\n" +
 	"\traft_addr\x18\x0f \x01(\tR\braftAddr\x12\x1b\n" +
 	"\thas_state\x18\x10 \x01(\bR\bhasState\x12\x1b\n" +
-	"\tgrpc_addr\x18\x11 \x01(\tR\bgrpcAddr\"-\n" +
+	"\tgrpc_addr\x18\x11 \x01(\tR\bgrpcAddr\x126\n" +
+	"\bbouncers\x18\x12 \x03(\v2\x1a.pgquorum.v1.BouncerStatusR\bbouncers\"\x92\x01\n" +
+	"\rBouncerStatus\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
+	"\vacked_epoch\x18\x02 \x01(\x04R\n" +
+	"ackedEpoch\x12&\n" +
+	"\x0flast_contact_ms\x18\x03 \x01(\x03R\rlastContactMs\x12(\n" +
+	"\x10contact_lease_ms\x18\x04 \x01(\x03R\x0econtactLeaseMs\"-\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
-	"from_index\x18\x01 \x01(\x04R\tfromIndex\"\x8e\x04\n" +
+	"from_index\x18\x01 \x01(\x04R\tfromIndex\"\x81\x05\n" +
 	"\n" +
 	"StateDelta\x12>\n" +
 	"\x10upserted_members\x18\x01 \x03(\v2\x13.pgquorum.v1.MemberR\x0fupsertedMembers\x12'\n" +
@@ -1775,7 +2008,9 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"switchover\x18\t \x01(\v2\x17.pgquorum.v1.SwitchoverR\n" +
 	"switchover\x12-\n" +
 	"\x12switchover_cleared\x18\n" +
-	" \x01(\bR\x11switchoverClearedB\t\n" +
+	" \x01(\bR\x11switchoverCleared\x12F\n" +
+	"\x11upserted_bouncers\x18\v \x03(\v2\x19.pgquorum.v1.BouncerAgentR\x10upsertedBouncers\x12)\n" +
+	"\x10removed_bouncers\x18\f \x03(\tR\x0fremovedBouncersB\t\n" +
 	"\a_paused\"\x94\x01\n" +
 	"\n" +
 	"WatchEvent\x12\x14\n" +
@@ -1851,7 +2086,17 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\"]\n" +
 	"\x11SetConfigResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x122\n" +
-	"\x06config\x18\x02 \x01(\v2\x1a.pgquorum.v1.DynamicConfigR\x06config*\xd3\x01\n" +
+	"\x06config\x18\x02 \x01(\v2\x1a.pgquorum.v1.DynamicConfigR\x06config\"\xc0\x01\n" +
+	"\x17BouncerHeartbeatRequest\x12\x19\n" +
+	"\bagent_id\x18\x01 \x01(\tR\aagentId\x12!\n" +
+	"\fcluster_name\x18\x02 \x01(\tR\vclusterName\x12(\n" +
+	"\x10contact_lease_ms\x18\x03 \x01(\x03R\x0econtactLeaseMs\x12\x1f\n" +
+	"\vacked_epoch\x18\x04 \x01(\x04R\n" +
+	"ackedEpoch\x12\x1c\n" +
+	"\tdatabases\x18\x05 \x03(\tR\tdatabases\"F\n" +
+	"\x18BouncerHeartbeatResponse\x12\x14\n" +
+	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch*\xd3\x01\n" +
 	"\aPgState\x12\x14\n" +
 	"\x10PG_STATE_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10PG_STATE_STOPPED\x10\x01\x12\x15\n" +
@@ -1866,7 +2111,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x10DATA_DIR_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eDATA_DIR_EMPTY\x10\x01\x12\x14\n" +
 	"\x10DATA_DIR_PRIMARY\x10\x02\x12\x14\n" +
-	"\x10DATA_DIR_STANDBY\x10\x032\xe2\a\n" +
+	"\x10DATA_DIR_STANDBY\x10\x032\x94\t\n" +
 	"\x05Admin\x12C\n" +
 	"\bGetState\x12\x1c.pgquorum.v1.GetStateRequest\x1a\x19.pgquorum.v1.ClusterState\x12=\n" +
 	"\x06Status\x12\x1a.pgquorum.v1.StatusRequest\x1a\x17.pgquorum.v1.NodeStatus\x12=\n" +
@@ -1883,7 +2128,9 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"Switchover\x12\x1e.pgquorum.v1.SwitchoverRequest\x1a\x1f.pgquorum.v1.SwitchoverResponse\x12I\n" +
 	"\bFailover\x12\x1c.pgquorum.v1.FailoverRequest\x1a\x1f.pgquorum.v1.SwitchoverResponse\x12J\n" +
 	"\tSetPaused\x12\x1d.pgquorum.v1.SetPausedRequest\x1a\x1e.pgquorum.v1.SetPausedResponse\x12C\n" +
-	"\tSetConfig\x12\x16.pgquorum.v1.SetConfig\x1a\x1e.pgquorum.v1.SetConfigResponseB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
+	"\tSetConfig\x12\x16.pgquorum.v1.SetConfig\x1a\x1e.pgquorum.v1.SetConfigResponse\x12_\n" +
+	"\x10BouncerHeartbeat\x12$.pgquorum.v1.BouncerHeartbeatRequest\x1a%.pgquorum.v1.BouncerHeartbeatResponse\x12O\n" +
+	"\x11UnregisterBouncer\x12\x1e.pgquorum.v1.UnregisterBouncer\x1a\x1a.pgquorum.v1.LeaseResponseB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
 
 var (
 	file_pgquorum_v1_admin_proto_rawDescOnce sync.Once
@@ -1898,99 +2145,110 @@ func file_pgquorum_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_pgquorum_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgquorum_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 24)
+var file_pgquorum_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_pgquorum_v1_admin_proto_goTypes = []any{
-	(PgState)(0),                 // 0: pgquorum.v1.PgState
-	(DataDirKind)(0),             // 1: pgquorum.v1.DataDirKind
-	(*GetStateRequest)(nil),      // 2: pgquorum.v1.GetStateRequest
-	(*StatusRequest)(nil),        // 3: pgquorum.v1.StatusRequest
-	(*PeerStatus)(nil),           // 4: pgquorum.v1.PeerStatus
-	(*NodeStatus)(nil),           // 5: pgquorum.v1.NodeStatus
-	(*WatchRequest)(nil),         // 6: pgquorum.v1.WatchRequest
-	(*StateDelta)(nil),           // 7: pgquorum.v1.StateDelta
-	(*WatchEvent)(nil),           // 8: pgquorum.v1.WatchEvent
-	(*JoinRequest)(nil),          // 9: pgquorum.v1.JoinRequest
-	(*JoinResponse)(nil),         // 10: pgquorum.v1.JoinResponse
-	(*RemoveMemberRequest)(nil),  // 11: pgquorum.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil), // 12: pgquorum.v1.RemoveMemberResponse
-	(*HeartbeatRequest)(nil),     // 13: pgquorum.v1.HeartbeatRequest
-	(*ReplicaHealth)(nil),        // 14: pgquorum.v1.ReplicaHealth
-	(*PostgresHealth)(nil),       // 15: pgquorum.v1.PostgresHealth
-	(*ProbeRequest)(nil),         // 16: pgquorum.v1.ProbeRequest
-	(*RenewLeaseRequest)(nil),    // 17: pgquorum.v1.RenewLeaseRequest
-	(*LeaseResponse)(nil),        // 18: pgquorum.v1.LeaseResponse
-	(*SwitchoverRequest)(nil),    // 19: pgquorum.v1.SwitchoverRequest
-	(*SwitchoverResponse)(nil),   // 20: pgquorum.v1.SwitchoverResponse
-	(*FailoverRequest)(nil),      // 21: pgquorum.v1.FailoverRequest
-	(*SetPausedRequest)(nil),     // 22: pgquorum.v1.SetPausedRequest
-	(*SetPausedResponse)(nil),    // 23: pgquorum.v1.SetPausedResponse
-	(*HeartbeatResponse)(nil),    // 24: pgquorum.v1.HeartbeatResponse
-	(*SetConfigResponse)(nil),    // 25: pgquorum.v1.SetConfigResponse
-	(Suffrage)(0),                // 26: pgquorum.v1.Suffrage
-	(*Member)(nil),               // 27: pgquorum.v1.Member
-	(*DynamicConfig)(nil),        // 28: pgquorum.v1.DynamicConfig
-	(*PrimaryAssignment)(nil),    // 29: pgquorum.v1.PrimaryAssignment
-	(*SyncState)(nil),            // 30: pgquorum.v1.SyncState
-	(*ClusterIdentity)(nil),      // 31: pgquorum.v1.ClusterIdentity
-	(*HistoryEntry)(nil),         // 32: pgquorum.v1.HistoryEntry
-	(*Switchover)(nil),           // 33: pgquorum.v1.Switchover
-	(*ClusterState)(nil),         // 34: pgquorum.v1.ClusterState
-	(*ReleaseLease)(nil),         // 35: pgquorum.v1.ReleaseLease
-	(*SetSync)(nil),              // 36: pgquorum.v1.SetSync
-	(*SetConfig)(nil),            // 37: pgquorum.v1.SetConfig
+	(PgState)(0),                     // 0: pgquorum.v1.PgState
+	(DataDirKind)(0),                 // 1: pgquorum.v1.DataDirKind
+	(*GetStateRequest)(nil),          // 2: pgquorum.v1.GetStateRequest
+	(*StatusRequest)(nil),            // 3: pgquorum.v1.StatusRequest
+	(*PeerStatus)(nil),               // 4: pgquorum.v1.PeerStatus
+	(*NodeStatus)(nil),               // 5: pgquorum.v1.NodeStatus
+	(*BouncerStatus)(nil),            // 6: pgquorum.v1.BouncerStatus
+	(*WatchRequest)(nil),             // 7: pgquorum.v1.WatchRequest
+	(*StateDelta)(nil),               // 8: pgquorum.v1.StateDelta
+	(*WatchEvent)(nil),               // 9: pgquorum.v1.WatchEvent
+	(*JoinRequest)(nil),              // 10: pgquorum.v1.JoinRequest
+	(*JoinResponse)(nil),             // 11: pgquorum.v1.JoinResponse
+	(*RemoveMemberRequest)(nil),      // 12: pgquorum.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 13: pgquorum.v1.RemoveMemberResponse
+	(*HeartbeatRequest)(nil),         // 14: pgquorum.v1.HeartbeatRequest
+	(*ReplicaHealth)(nil),            // 15: pgquorum.v1.ReplicaHealth
+	(*PostgresHealth)(nil),           // 16: pgquorum.v1.PostgresHealth
+	(*ProbeRequest)(nil),             // 17: pgquorum.v1.ProbeRequest
+	(*RenewLeaseRequest)(nil),        // 18: pgquorum.v1.RenewLeaseRequest
+	(*LeaseResponse)(nil),            // 19: pgquorum.v1.LeaseResponse
+	(*SwitchoverRequest)(nil),        // 20: pgquorum.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),       // 21: pgquorum.v1.SwitchoverResponse
+	(*FailoverRequest)(nil),          // 22: pgquorum.v1.FailoverRequest
+	(*SetPausedRequest)(nil),         // 23: pgquorum.v1.SetPausedRequest
+	(*SetPausedResponse)(nil),        // 24: pgquorum.v1.SetPausedResponse
+	(*HeartbeatResponse)(nil),        // 25: pgquorum.v1.HeartbeatResponse
+	(*SetConfigResponse)(nil),        // 26: pgquorum.v1.SetConfigResponse
+	(*BouncerHeartbeatRequest)(nil),  // 27: pgquorum.v1.BouncerHeartbeatRequest
+	(*BouncerHeartbeatResponse)(nil), // 28: pgquorum.v1.BouncerHeartbeatResponse
+	(Suffrage)(0),                    // 29: pgquorum.v1.Suffrage
+	(*Member)(nil),                   // 30: pgquorum.v1.Member
+	(*DynamicConfig)(nil),            // 31: pgquorum.v1.DynamicConfig
+	(*PrimaryAssignment)(nil),        // 32: pgquorum.v1.PrimaryAssignment
+	(*SyncState)(nil),                // 33: pgquorum.v1.SyncState
+	(*ClusterIdentity)(nil),          // 34: pgquorum.v1.ClusterIdentity
+	(*HistoryEntry)(nil),             // 35: pgquorum.v1.HistoryEntry
+	(*Switchover)(nil),               // 36: pgquorum.v1.Switchover
+	(*BouncerAgent)(nil),             // 37: pgquorum.v1.BouncerAgent
+	(*ClusterState)(nil),             // 38: pgquorum.v1.ClusterState
+	(*ReleaseLease)(nil),             // 39: pgquorum.v1.ReleaseLease
+	(*SetSync)(nil),                  // 40: pgquorum.v1.SetSync
+	(*SetConfig)(nil),                // 41: pgquorum.v1.SetConfig
+	(*UnregisterBouncer)(nil),        // 42: pgquorum.v1.UnregisterBouncer
 }
 var file_pgquorum_v1_admin_proto_depIdxs = []int32{
-	26, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
+	29, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
 	4,  // 1: pgquorum.v1.NodeStatus.peers:type_name -> pgquorum.v1.PeerStatus
-	27, // 2: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
-	28, // 3: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
-	29, // 4: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
-	30, // 5: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
-	31, // 6: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
-	32, // 7: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
-	33, // 8: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
-	34, // 9: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
-	7,  // 10: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
-	27, // 11: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
-	31, // 12: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
-	15, // 13: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
-	0,  // 14: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
-	14, // 15: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
-	1,  // 16: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
-	28, // 17: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
-	2,  // 18: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
-	3,  // 19: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
-	6,  // 20: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
-	9,  // 21: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
-	11, // 22: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
-	13, // 23: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
-	17, // 24: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
-	35, // 25: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
-	36, // 26: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
-	16, // 27: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
-	19, // 28: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
-	21, // 29: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
-	22, // 30: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
-	37, // 31: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
-	34, // 32: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
-	5,  // 33: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
-	8,  // 34: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
-	10, // 35: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
-	12, // 36: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
-	24, // 37: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
-	18, // 38: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
-	18, // 39: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
-	18, // 40: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
-	15, // 41: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
-	20, // 42: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
-	20, // 43: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
-	23, // 44: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
-	25, // 45: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
-	32, // [32:46] is the sub-list for method output_type
-	18, // [18:32] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	6,  // 2: pgquorum.v1.NodeStatus.bouncers:type_name -> pgquorum.v1.BouncerStatus
+	30, // 3: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
+	31, // 4: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
+	32, // 5: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
+	33, // 6: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
+	34, // 7: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
+	35, // 8: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
+	36, // 9: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
+	37, // 10: pgquorum.v1.StateDelta.upserted_bouncers:type_name -> pgquorum.v1.BouncerAgent
+	38, // 11: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
+	8,  // 12: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
+	30, // 13: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
+	34, // 14: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
+	16, // 15: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
+	0,  // 16: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
+	15, // 17: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
+	1,  // 18: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
+	31, // 19: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
+	2,  // 20: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
+	3,  // 21: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
+	7,  // 22: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
+	10, // 23: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
+	12, // 24: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
+	14, // 25: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
+	18, // 26: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
+	39, // 27: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
+	40, // 28: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
+	17, // 29: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
+	20, // 30: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
+	22, // 31: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
+	23, // 32: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
+	41, // 33: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
+	27, // 34: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
+	42, // 35: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
+	38, // 36: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
+	5,  // 37: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
+	9,  // 38: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
+	11, // 39: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
+	13, // 40: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
+	25, // 41: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
+	19, // 42: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
+	19, // 43: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
+	19, // 44: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
+	16, // 45: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
+	21, // 46: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
+	21, // 47: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
+	24, // 48: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
+	26, // 49: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
+	28, // 50: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
+	19, // 51: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
+	36, // [36:52] is the sub-list for method output_type
+	20, // [20:36] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_admin_proto_init() }
@@ -1999,8 +2257,8 @@ func file_pgquorum_v1_admin_proto_init() {
 		return
 	}
 	file_pgquorum_v1_state_proto_init()
-	file_pgquorum_v1_admin_proto_msgTypes[5].OneofWrappers = []any{}
-	file_pgquorum_v1_admin_proto_msgTypes[6].OneofWrappers = []any{
+	file_pgquorum_v1_admin_proto_msgTypes[6].OneofWrappers = []any{}
+	file_pgquorum_v1_admin_proto_msgTypes[7].OneofWrappers = []any{
 		(*WatchEvent_Snapshot)(nil),
 		(*WatchEvent_Delta)(nil),
 	}
@@ -2010,7 +2268,7 @@ func file_pgquorum_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgquorum_v1_admin_proto_rawDesc), len(file_pgquorum_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   24,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

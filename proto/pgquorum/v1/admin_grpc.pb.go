@@ -23,20 +23,22 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_GetState_FullMethodName     = "/pgquorum.v1.Admin/GetState"
-	Admin_Status_FullMethodName       = "/pgquorum.v1.Admin/Status"
-	Admin_Watch_FullMethodName        = "/pgquorum.v1.Admin/Watch"
-	Admin_Join_FullMethodName         = "/pgquorum.v1.Admin/Join"
-	Admin_RemoveMember_FullMethodName = "/pgquorum.v1.Admin/RemoveMember"
-	Admin_Heartbeat_FullMethodName    = "/pgquorum.v1.Admin/Heartbeat"
-	Admin_RenewLease_FullMethodName   = "/pgquorum.v1.Admin/RenewLease"
-	Admin_ReleaseLease_FullMethodName = "/pgquorum.v1.Admin/ReleaseLease"
-	Admin_SetSync_FullMethodName      = "/pgquorum.v1.Admin/SetSync"
-	Admin_Probe_FullMethodName        = "/pgquorum.v1.Admin/Probe"
-	Admin_Switchover_FullMethodName   = "/pgquorum.v1.Admin/Switchover"
-	Admin_Failover_FullMethodName     = "/pgquorum.v1.Admin/Failover"
-	Admin_SetPaused_FullMethodName    = "/pgquorum.v1.Admin/SetPaused"
-	Admin_SetConfig_FullMethodName    = "/pgquorum.v1.Admin/SetConfig"
+	Admin_GetState_FullMethodName          = "/pgquorum.v1.Admin/GetState"
+	Admin_Status_FullMethodName            = "/pgquorum.v1.Admin/Status"
+	Admin_Watch_FullMethodName             = "/pgquorum.v1.Admin/Watch"
+	Admin_Join_FullMethodName              = "/pgquorum.v1.Admin/Join"
+	Admin_RemoveMember_FullMethodName      = "/pgquorum.v1.Admin/RemoveMember"
+	Admin_Heartbeat_FullMethodName         = "/pgquorum.v1.Admin/Heartbeat"
+	Admin_RenewLease_FullMethodName        = "/pgquorum.v1.Admin/RenewLease"
+	Admin_ReleaseLease_FullMethodName      = "/pgquorum.v1.Admin/ReleaseLease"
+	Admin_SetSync_FullMethodName           = "/pgquorum.v1.Admin/SetSync"
+	Admin_Probe_FullMethodName             = "/pgquorum.v1.Admin/Probe"
+	Admin_Switchover_FullMethodName        = "/pgquorum.v1.Admin/Switchover"
+	Admin_Failover_FullMethodName          = "/pgquorum.v1.Admin/Failover"
+	Admin_SetPaused_FullMethodName         = "/pgquorum.v1.Admin/SetPaused"
+	Admin_SetConfig_FullMethodName         = "/pgquorum.v1.Admin/SetConfig"
+	Admin_BouncerHeartbeat_FullMethodName  = "/pgquorum.v1.Admin/BouncerHeartbeat"
+	Admin_UnregisterBouncer_FullMethodName = "/pgquorum.v1.Admin/UnregisterBouncer"
 )
 
 // AdminClient is the client API for Admin service.
@@ -77,6 +79,11 @@ type AdminClient interface {
 	// SetConfig replaces the dynamic configuration if its version still
 	// matches (compare-and-set): a conflicting edit is refused, never merged.
 	SetConfig(ctx context.Context, in *SetConfig, opts ...grpc.CallOption) (*SetConfigResponse, error)
+	// BouncerHeartbeat registers a bouncer agent, renews its contact lease
+	// and acknowledges the newest epoch it has fenced for.
+	BouncerHeartbeat(ctx context.Context, in *BouncerHeartbeatRequest, opts ...grpc.CallOption) (*BouncerHeartbeatResponse, error)
+	// UnregisterBouncer forgets a bouncer agent.
+	UnregisterBouncer(ctx context.Context, in *UnregisterBouncer, opts ...grpc.CallOption) (*LeaseResponse, error)
 }
 
 type adminClient struct {
@@ -236,6 +243,26 @@ func (c *adminClient) SetConfig(ctx context.Context, in *SetConfig, opts ...grpc
 	return out, nil
 }
 
+func (c *adminClient) BouncerHeartbeat(ctx context.Context, in *BouncerHeartbeatRequest, opts ...grpc.CallOption) (*BouncerHeartbeatResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(BouncerHeartbeatResponse)
+	err := c.cc.Invoke(ctx, Admin_BouncerHeartbeat_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) UnregisterBouncer(ctx context.Context, in *UnregisterBouncer, opts ...grpc.CallOption) (*LeaseResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LeaseResponse)
+	err := c.cc.Invoke(ctx, Admin_UnregisterBouncer_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -274,6 +301,11 @@ type AdminServer interface {
 	// SetConfig replaces the dynamic configuration if its version still
 	// matches (compare-and-set): a conflicting edit is refused, never merged.
 	SetConfig(context.Context, *SetConfig) (*SetConfigResponse, error)
+	// BouncerHeartbeat registers a bouncer agent, renews its contact lease
+	// and acknowledges the newest epoch it has fenced for.
+	BouncerHeartbeat(context.Context, *BouncerHeartbeatRequest) (*BouncerHeartbeatResponse, error)
+	// UnregisterBouncer forgets a bouncer agent.
+	UnregisterBouncer(context.Context, *UnregisterBouncer) (*LeaseResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -325,6 +357,12 @@ func (UnimplementedAdminServer) SetPaused(context.Context, *SetPausedRequest) (*
 }
 func (UnimplementedAdminServer) SetConfig(context.Context, *SetConfig) (*SetConfigResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method SetConfig not implemented")
+}
+func (UnimplementedAdminServer) BouncerHeartbeat(context.Context, *BouncerHeartbeatRequest) (*BouncerHeartbeatResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method BouncerHeartbeat not implemented")
+}
+func (UnimplementedAdminServer) UnregisterBouncer(context.Context, *UnregisterBouncer) (*LeaseResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method UnregisterBouncer not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -592,6 +630,42 @@ func _Admin_SetConfig_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_BouncerHeartbeat_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(BouncerHeartbeatRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).BouncerHeartbeat(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_BouncerHeartbeat_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).BouncerHeartbeat(ctx, req.(*BouncerHeartbeatRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_UnregisterBouncer_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(UnregisterBouncer)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).UnregisterBouncer(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_UnregisterBouncer_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).UnregisterBouncer(ctx, req.(*UnregisterBouncer))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -650,6 +724,14 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "SetConfig",
 			Handler:    _Admin_SetConfig_Handler,
+		},
+		{
+			MethodName: "BouncerHeartbeat",
+			Handler:    _Admin_BouncerHeartbeat_Handler,
+		},
+		{
+			MethodName: "UnregisterBouncer",
+			Handler:    _Admin_UnregisterBouncer_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

@@ -186,18 +186,21 @@ func (SynchronousMode) EnumDescriptor() ([]byte, []int) {
 type CommandType int32
 
 const (
-	CommandType_COMMAND_TYPE_UNSPECIFIED    CommandType = 0
-	CommandType_COMMAND_TYPE_INIT_CLUSTER   CommandType = 1
-	CommandType_COMMAND_TYPE_UPSERT_MEMBER  CommandType = 2
-	CommandType_COMMAND_TYPE_REMOVE_MEMBER  CommandType = 3
-	CommandType_COMMAND_TYPE_SET_CONFIG     CommandType = 4
-	CommandType_COMMAND_TYPE_ASSIGN_PRIMARY CommandType = 5
-	CommandType_COMMAND_TYPE_RENEW_LEASE    CommandType = 6
-	CommandType_COMMAND_TYPE_SET_SYNC       CommandType = 7
-	CommandType_COMMAND_TYPE_SET_PAUSED     CommandType = 8
-	CommandType_COMMAND_TYPE_SET_SYSTEM_ID  CommandType = 9
-	CommandType_COMMAND_TYPE_RELEASE_LEASE  CommandType = 10
-	CommandType_COMMAND_TYPE_SET_SWITCHOVER CommandType = 11
+	CommandType_COMMAND_TYPE_UNSPECIFIED        CommandType = 0
+	CommandType_COMMAND_TYPE_INIT_CLUSTER       CommandType = 1
+	CommandType_COMMAND_TYPE_UPSERT_MEMBER      CommandType = 2
+	CommandType_COMMAND_TYPE_REMOVE_MEMBER      CommandType = 3
+	CommandType_COMMAND_TYPE_SET_CONFIG         CommandType = 4
+	CommandType_COMMAND_TYPE_ASSIGN_PRIMARY     CommandType = 5
+	CommandType_COMMAND_TYPE_RENEW_LEASE        CommandType = 6
+	CommandType_COMMAND_TYPE_SET_SYNC           CommandType = 7
+	CommandType_COMMAND_TYPE_SET_PAUSED         CommandType = 8
+	CommandType_COMMAND_TYPE_SET_SYSTEM_ID      CommandType = 9
+	CommandType_COMMAND_TYPE_RELEASE_LEASE      CommandType = 10
+	CommandType_COMMAND_TYPE_SET_SWITCHOVER     CommandType = 11
+	CommandType_COMMAND_TYPE_REGISTER_BOUNCER   CommandType = 12
+	CommandType_COMMAND_TYPE_UNREGISTER_BOUNCER CommandType = 13
+	CommandType_COMMAND_TYPE_EXPOSE_PRIMARY     CommandType = 14
 )
 
 // Enum value maps for CommandType.
@@ -215,20 +218,26 @@ var (
 		9:  "COMMAND_TYPE_SET_SYSTEM_ID",
 		10: "COMMAND_TYPE_RELEASE_LEASE",
 		11: "COMMAND_TYPE_SET_SWITCHOVER",
+		12: "COMMAND_TYPE_REGISTER_BOUNCER",
+		13: "COMMAND_TYPE_UNREGISTER_BOUNCER",
+		14: "COMMAND_TYPE_EXPOSE_PRIMARY",
 	}
 	CommandType_value = map[string]int32{
-		"COMMAND_TYPE_UNSPECIFIED":    0,
-		"COMMAND_TYPE_INIT_CLUSTER":   1,
-		"COMMAND_TYPE_UPSERT_MEMBER":  2,
-		"COMMAND_TYPE_REMOVE_MEMBER":  3,
-		"COMMAND_TYPE_SET_CONFIG":     4,
-		"COMMAND_TYPE_ASSIGN_PRIMARY": 5,
-		"COMMAND_TYPE_RENEW_LEASE":    6,
-		"COMMAND_TYPE_SET_SYNC":       7,
-		"COMMAND_TYPE_SET_PAUSED":     8,
-		"COMMAND_TYPE_SET_SYSTEM_ID":  9,
-		"COMMAND_TYPE_RELEASE_LEASE":  10,
-		"COMMAND_TYPE_SET_SWITCHOVER": 11,
+		"COMMAND_TYPE_UNSPECIFIED":        0,
+		"COMMAND_TYPE_INIT_CLUSTER":       1,
+		"COMMAND_TYPE_UPSERT_MEMBER":      2,
+		"COMMAND_TYPE_REMOVE_MEMBER":      3,
+		"COMMAND_TYPE_SET_CONFIG":         4,
+		"COMMAND_TYPE_ASSIGN_PRIMARY":     5,
+		"COMMAND_TYPE_RENEW_LEASE":        6,
+		"COMMAND_TYPE_SET_SYNC":           7,
+		"COMMAND_TYPE_SET_PAUSED":         8,
+		"COMMAND_TYPE_SET_SYSTEM_ID":      9,
+		"COMMAND_TYPE_RELEASE_LEASE":      10,
+		"COMMAND_TYPE_SET_SWITCHOVER":     11,
+		"COMMAND_TYPE_REGISTER_BOUNCER":   12,
+		"COMMAND_TYPE_UNREGISTER_BOUNCER": 13,
+		"COMMAND_TYPE_EXPOSE_PRIMARY":     14,
 	}
 )
 
@@ -626,7 +635,11 @@ type PrimaryAssignment struct {
 	// may assign the next primary without waiting for the lease to run out.
 	Released bool `protobuf:"varint,7,opt,name=released,proto3" json:"released,omitempty"`
 	// released_lsn is the WAL position the primary stopped at, when known.
-	ReleasedLsn   uint64 `protobuf:"varint,8,opt,name=released_lsn,json=releasedLsn,proto3" json:"released_lsn,omitempty"`
+	ReleasedLsn uint64 `protobuf:"varint,8,opt,name=released_lsn,json=releasedLsn,proto3" json:"released_lsn,omitempty"`
+	// exposed is set once every registered bouncer agent fenced the older
+	// primaries (or its contact lease ran out) and the new primary is up:
+	// only then do agents route clients to it (invariant 4).
+	Exposed       bool `protobuf:"varint,9,opt,name=exposed,proto3" json:"exposed,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -717,6 +730,84 @@ func (x *PrimaryAssignment) GetReleasedLsn() uint64 {
 	return 0
 }
 
+func (x *PrimaryAssignment) GetExposed() bool {
+	if x != nil {
+		return x.Exposed
+	}
+	return false
+}
+
+// BouncerAgent is a registered `pgquorum bouncer` agent.
+type BouncerAgent struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// contact_lease_ms: an agent that cannot reach the quorum for this long
+	// pauses its databases by itself, so the decider stops waiting for it.
+	ContactLeaseMs     int64    `protobuf:"varint,2,opt,name=contact_lease_ms,json=contactLeaseMs,proto3" json:"contact_lease_ms,omitempty"`
+	RegisteredAtUnixMs int64    `protobuf:"varint,3,opt,name=registered_at_unix_ms,json=registeredAtUnixMs,proto3" json:"registered_at_unix_ms,omitempty"`
+	Databases          []string `protobuf:"bytes,4,rep,name=databases,proto3" json:"databases,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
+}
+
+func (x *BouncerAgent) Reset() {
+	*x = BouncerAgent{}
+	mi := &file_pgquorum_v1_state_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BouncerAgent) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BouncerAgent) ProtoMessage() {}
+
+func (x *BouncerAgent) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_state_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BouncerAgent.ProtoReflect.Descriptor instead.
+func (*BouncerAgent) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *BouncerAgent) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *BouncerAgent) GetContactLeaseMs() int64 {
+	if x != nil {
+		return x.ContactLeaseMs
+	}
+	return 0
+}
+
+func (x *BouncerAgent) GetRegisteredAtUnixMs() int64 {
+	if x != nil {
+		return x.RegisteredAtUnixMs
+	}
+	return 0
+}
+
+func (x *BouncerAgent) GetDatabases() []string {
+	if x != nil {
+		return x.Databases
+	}
+	return nil
+}
+
 // Switchover is a planned change of primary that an operator asked for.
 type Switchover struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -738,7 +829,7 @@ type Switchover struct {
 
 func (x *Switchover) Reset() {
 	*x = Switchover{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[5]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -750,7 +841,7 @@ func (x *Switchover) String() string {
 func (*Switchover) ProtoMessage() {}
 
 func (x *Switchover) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[5]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -763,7 +854,7 @@ func (x *Switchover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Switchover.ProtoReflect.Descriptor instead.
 func (*Switchover) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{5}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Switchover) GetFrom() string {
@@ -822,7 +913,7 @@ type SyncState struct {
 
 func (x *SyncState) Reset() {
 	*x = SyncState{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[6]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -834,7 +925,7 @@ func (x *SyncState) String() string {
 func (*SyncState) ProtoMessage() {}
 
 func (x *SyncState) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[6]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -847,7 +938,7 @@ func (x *SyncState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SyncState.ProtoReflect.Descriptor instead.
 func (*SyncState) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{6}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SyncState) GetEpoch() uint64 {
@@ -887,7 +978,7 @@ type HistoryEntry struct {
 
 func (x *HistoryEntry) Reset() {
 	*x = HistoryEntry{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[7]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -899,7 +990,7 @@ func (x *HistoryEntry) String() string {
 func (*HistoryEntry) ProtoMessage() {}
 
 func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[7]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -912,7 +1003,7 @@ func (x *HistoryEntry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HistoryEntry.ProtoReflect.Descriptor instead.
 func (*HistoryEntry) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{7}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *HistoryEntry) GetEpoch() uint64 {
@@ -979,14 +1070,16 @@ type ClusterState struct {
 	// index is the Raft index of the last applied entry.
 	Index uint64 `protobuf:"varint,8,opt,name=index,proto3" json:"index,omitempty"`
 	// switchover is the pending planned switchover, if any.
-	Switchover    *Switchover `protobuf:"bytes,9,opt,name=switchover,proto3" json:"switchover,omitempty"`
+	Switchover *Switchover `protobuf:"bytes,9,opt,name=switchover,proto3" json:"switchover,omitempty"`
+	// bouncers sorted by id.
+	Bouncers      []*BouncerAgent `protobuf:"bytes,10,rep,name=bouncers,proto3" json:"bouncers,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ClusterState) Reset() {
 	*x = ClusterState{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[8]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -998,7 +1091,7 @@ func (x *ClusterState) String() string {
 func (*ClusterState) ProtoMessage() {}
 
 func (x *ClusterState) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[8]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1011,7 +1104,7 @@ func (x *ClusterState) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ClusterState.ProtoReflect.Descriptor instead.
 func (*ClusterState) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{8}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ClusterState) GetIdentity() *ClusterIdentity {
@@ -1077,6 +1170,13 @@ func (x *ClusterState) GetSwitchover() *Switchover {
 	return nil
 }
 
+func (x *ClusterState) GetBouncers() []*BouncerAgent {
+	if x != nil {
+		return x.Bouncers
+	}
+	return nil
+}
+
 // InitCluster sets the cluster identity once.
 type InitCluster struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1090,7 +1190,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[9]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1102,7 +1202,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[9]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1115,7 +1215,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{9}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *InitCluster) GetName() string {
@@ -1156,7 +1256,7 @@ type UpsertMember struct {
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1168,7 +1268,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1181,7 +1281,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *UpsertMember) GetMember() *Member {
@@ -1201,7 +1301,7 @@ type RemoveMember struct {
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1313,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1326,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1247,7 +1347,7 @@ type SetConfig struct {
 
 func (x *SetConfig) Reset() {
 	*x = SetConfig{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1359,7 @@ func (x *SetConfig) String() string {
 func (*SetConfig) ProtoMessage() {}
 
 func (x *SetConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1372,7 @@ func (x *SetConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfig.ProtoReflect.Descriptor instead.
 func (*SetConfig) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SetConfig) GetExpectedVersion() uint64 {
@@ -1307,7 +1407,7 @@ type AssignPrimary struct {
 
 func (x *AssignPrimary) Reset() {
 	*x = AssignPrimary{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1319,7 +1419,7 @@ func (x *AssignPrimary) String() string {
 func (*AssignPrimary) ProtoMessage() {}
 
 func (x *AssignPrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1332,7 +1432,7 @@ func (x *AssignPrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignPrimary.ProtoReflect.Descriptor instead.
 func (*AssignPrimary) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *AssignPrimary) GetExpectedEpoch() uint64 {
@@ -1388,7 +1488,7 @@ type RenewLease struct {
 
 func (x *RenewLease) Reset() {
 	*x = RenewLease{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1400,7 +1500,7 @@ func (x *RenewLease) String() string {
 func (*RenewLease) ProtoMessage() {}
 
 func (x *RenewLease) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1413,7 +1513,7 @@ func (x *RenewLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLease.ProtoReflect.Descriptor instead.
 func (*RenewLease) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *RenewLease) GetMemberId() string {
@@ -1442,7 +1542,7 @@ type SetSync struct {
 
 func (x *SetSync) Reset() {
 	*x = SetSync{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1454,7 +1554,7 @@ func (x *SetSync) String() string {
 func (*SetSync) ProtoMessage() {}
 
 func (x *SetSync) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1467,7 +1567,7 @@ func (x *SetSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSync.ProtoReflect.Descriptor instead.
 func (*SetSync) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SetSync) GetEpoch() uint64 {
@@ -1501,7 +1601,7 @@ type SetPaused struct {
 
 func (x *SetPaused) Reset() {
 	*x = SetPaused{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1513,7 +1613,7 @@ func (x *SetPaused) String() string {
 func (*SetPaused) ProtoMessage() {}
 
 func (x *SetPaused) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1526,7 +1626,7 @@ func (x *SetPaused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPaused.ProtoReflect.Descriptor instead.
 func (*SetPaused) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetPaused) GetPaused() bool {
@@ -1546,7 +1646,7 @@ type SetSystemID struct {
 
 func (x *SetSystemID) Reset() {
 	*x = SetSystemID{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1558,7 +1658,7 @@ func (x *SetSystemID) String() string {
 func (*SetSystemID) ProtoMessage() {}
 
 func (x *SetSystemID) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1571,7 +1671,7 @@ func (x *SetSystemID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSystemID.ProtoReflect.Descriptor instead.
 func (*SetSystemID) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetSystemID) GetSystemIdentifier() uint64 {
@@ -1594,7 +1694,7 @@ type ReleaseLease struct {
 
 func (x *ReleaseLease) Reset() {
 	*x = ReleaseLease{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1606,7 +1706,7 @@ func (x *ReleaseLease) String() string {
 func (*ReleaseLease) ProtoMessage() {}
 
 func (x *ReleaseLease) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1619,7 +1719,7 @@ func (x *ReleaseLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLease.ProtoReflect.Descriptor instead.
 func (*ReleaseLease) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *ReleaseLease) GetMemberId() string {
@@ -1661,7 +1761,7 @@ type SetSwitchover struct {
 
 func (x *SetSwitchover) Reset() {
 	*x = SetSwitchover{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1773,7 @@ func (x *SetSwitchover) String() string {
 func (*SetSwitchover) ProtoMessage() {}
 
 func (x *SetSwitchover) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1786,7 @@ func (x *SetSwitchover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSwitchover.ProtoReflect.Descriptor instead.
 func (*SetSwitchover) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *SetSwitchover) GetSwitchover() *Switchover {
@@ -1694,6 +1794,141 @@ func (x *SetSwitchover) GetSwitchover() *Switchover {
 		return x.Switchover
 	}
 	return nil
+}
+
+// RegisterBouncer adds or updates a bouncer agent.
+type RegisterBouncer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Agent         *BouncerAgent          `protobuf:"bytes,1,opt,name=agent,proto3" json:"agent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RegisterBouncer) Reset() {
+	*x = RegisterBouncer{}
+	mi := &file_pgquorum_v1_state_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RegisterBouncer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RegisterBouncer) ProtoMessage() {}
+
+func (x *RegisterBouncer) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_state_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RegisterBouncer.ProtoReflect.Descriptor instead.
+func (*RegisterBouncer) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RegisterBouncer) GetAgent() *BouncerAgent {
+	if x != nil {
+		return x.Agent
+	}
+	return nil
+}
+
+// UnregisterBouncer removes a bouncer agent.
+type UnregisterBouncer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UnregisterBouncer) Reset() {
+	*x = UnregisterBouncer{}
+	mi := &file_pgquorum_v1_state_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UnregisterBouncer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UnregisterBouncer) ProtoMessage() {}
+
+func (x *UnregisterBouncer) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_state_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UnregisterBouncer.ProtoReflect.Descriptor instead.
+func (*UnregisterBouncer) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *UnregisterBouncer) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+// ExposePrimary lets bouncer agents route to the primary of epoch.
+type ExposePrimary struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Epoch         uint64                 `protobuf:"varint,1,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExposePrimary) Reset() {
+	*x = ExposePrimary{}
+	mi := &file_pgquorum_v1_state_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExposePrimary) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExposePrimary) ProtoMessage() {}
+
+func (x *ExposePrimary) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_state_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExposePrimary.ProtoReflect.Descriptor instead.
+func (*ExposePrimary) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ExposePrimary) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
 }
 
 var File_pgquorum_v1_state_proto protoreflect.FileDescriptor
@@ -1734,7 +1969,7 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x13postgres_parameters\x18\x06 \x03(\v22.pgquorum.v1.DynamicConfig.PostgresParametersEntryR\x12postgresParameters\x1aE\n" +
 	"\x17PostgresParametersEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x85\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9f\x02\n" +
 	"\x11PrimaryAssignment\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12\x1a\n" +
@@ -1743,7 +1978,13 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12\x1b\n" +
 	"\tlease_seq\x18\x06 \x01(\x04R\bleaseSeq\x12\x1a\n" +
 	"\breleased\x18\a \x01(\bR\breleased\x12!\n" +
-	"\freleased_lsn\x18\b \x01(\x04R\vreleasedLsn\"\xcd\x01\n" +
+	"\freleased_lsn\x18\b \x01(\x04R\vreleasedLsn\x12\x18\n" +
+	"\aexposed\x18\t \x01(\bR\aexposed\"\x99\x01\n" +
+	"\fBouncerAgent\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
+	"\x10contact_lease_ms\x18\x02 \x01(\x03R\x0econtactLeaseMs\x121\n" +
+	"\x15registered_at_unix_ms\x18\x03 \x01(\x03R\x12registeredAtUnixMs\x12\x1c\n" +
+	"\tdatabases\x18\x04 \x03(\tR\tdatabases\"\xcd\x01\n" +
 	"\n" +
 	"Switchover\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
@@ -1766,7 +2007,7 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"at_unix_ms\x18\x05 \x01(\x03R\batUnixMs\x12\x1a\n" +
 	"\btimeline\x18\x06 \x01(\rR\btimeline\x12\x14\n" +
-	"\x05index\x18\a \x01(\x04R\x05index\"\xad\x03\n" +
+	"\x05index\x18\a \x01(\x04R\x05index\"\xe4\x03\n" +
 	"\fClusterState\x128\n" +
 	"\bidentity\x18\x01 \x01(\v2\x1c.pgquorum.v1.ClusterIdentityR\bidentity\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.pgquorum.v1.MemberR\amembers\x122\n" +
@@ -1778,7 +2019,9 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x05index\x18\b \x01(\x04R\x05index\x127\n" +
 	"\n" +
 	"switchover\x18\t \x01(\v2\x17.pgquorum.v1.SwitchoverR\n" +
-	"switchover\"\x96\x01\n" +
+	"switchover\x125\n" +
+	"\bbouncers\x18\n" +
+	" \x03(\v2\x19.pgquorum.v1.BouncerAgentR\bbouncers\"\x96\x01\n" +
 	"\vInitCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x1c\n" +
@@ -1820,7 +2063,13 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\rSetSwitchover\x127\n" +
 	"\n" +
 	"switchover\x18\x01 \x01(\v2\x17.pgquorum.v1.SwitchoverR\n" +
-	"switchover*\\\n" +
+	"switchover\"B\n" +
+	"\x0fRegisterBouncer\x12/\n" +
+	"\x05agent\x18\x01 \x01(\v2\x19.pgquorum.v1.BouncerAgentR\x05agent\"#\n" +
+	"\x11UnregisterBouncer\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"%\n" +
+	"\rExposePrimary\x12\x14\n" +
+	"\x05epoch\x18\x01 \x01(\x04R\x05epoch*\\\n" +
 	"\n" +
 	"MemberRole\x12\x1b\n" +
 	"\x17MEMBER_ROLE_UNSPECIFIED\x10\x00\x12\x18\n" +
@@ -1833,7 +2082,7 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x0fSynchronousMode\x12\x18\n" +
 	"\x14SYNCHRONOUS_MODE_OFF\x10\x00\x12\x17\n" +
 	"\x13SYNCHRONOUS_MODE_ON\x10\x01\x12\x1b\n" +
-	"\x17SYNCHRONOUS_MODE_STRICT\x10\x02*\xff\x02\n" +
+	"\x17SYNCHRONOUS_MODE_STRICT\x10\x02*\xe8\x03\n" +
 	"\vCommandType\x12\x1c\n" +
 	"\x18COMMAND_TYPE_UNSPECIFIED\x10\x00\x12\x1d\n" +
 	"\x19COMMAND_TYPE_INIT_CLUSTER\x10\x01\x12\x1e\n" +
@@ -1847,7 +2096,10 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x1aCOMMAND_TYPE_SET_SYSTEM_ID\x10\t\x12\x1e\n" +
 	"\x1aCOMMAND_TYPE_RELEASE_LEASE\x10\n" +
 	"\x12\x1f\n" +
-	"\x1bCOMMAND_TYPE_SET_SWITCHOVER\x10\vB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
+	"\x1bCOMMAND_TYPE_SET_SWITCHOVER\x10\v\x12!\n" +
+	"\x1dCOMMAND_TYPE_REGISTER_BOUNCER\x10\f\x12#\n" +
+	"\x1fCOMMAND_TYPE_UNREGISTER_BOUNCER\x10\r\x12\x1f\n" +
+	"\x1bCOMMAND_TYPE_EXPOSE_PRIMARY\x10\x0eB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
 
 var (
 	file_pgquorum_v1_state_proto_rawDescOnce sync.Once
@@ -1862,7 +2114,7 @@ func file_pgquorum_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_pgquorum_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pgquorum_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_pgquorum_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
 var file_pgquorum_v1_state_proto_goTypes = []any{
 	(MemberRole)(0),           // 0: pgquorum.v1.MemberRole
 	(Suffrage)(0),             // 1: pgquorum.v1.Suffrage
@@ -1873,45 +2125,51 @@ var file_pgquorum_v1_state_proto_goTypes = []any{
 	(*ClusterIdentity)(nil),   // 6: pgquorum.v1.ClusterIdentity
 	(*DynamicConfig)(nil),     // 7: pgquorum.v1.DynamicConfig
 	(*PrimaryAssignment)(nil), // 8: pgquorum.v1.PrimaryAssignment
-	(*Switchover)(nil),        // 9: pgquorum.v1.Switchover
-	(*SyncState)(nil),         // 10: pgquorum.v1.SyncState
-	(*HistoryEntry)(nil),      // 11: pgquorum.v1.HistoryEntry
-	(*ClusterState)(nil),      // 12: pgquorum.v1.ClusterState
-	(*InitCluster)(nil),       // 13: pgquorum.v1.InitCluster
-	(*UpsertMember)(nil),      // 14: pgquorum.v1.UpsertMember
-	(*RemoveMember)(nil),      // 15: pgquorum.v1.RemoveMember
-	(*SetConfig)(nil),         // 16: pgquorum.v1.SetConfig
-	(*AssignPrimary)(nil),     // 17: pgquorum.v1.AssignPrimary
-	(*RenewLease)(nil),        // 18: pgquorum.v1.RenewLease
-	(*SetSync)(nil),           // 19: pgquorum.v1.SetSync
-	(*SetPaused)(nil),         // 20: pgquorum.v1.SetPaused
-	(*SetSystemID)(nil),       // 21: pgquorum.v1.SetSystemID
-	(*ReleaseLease)(nil),      // 22: pgquorum.v1.ReleaseLease
-	(*SetSwitchover)(nil),     // 23: pgquorum.v1.SetSwitchover
-	nil,                       // 24: pgquorum.v1.DynamicConfig.PostgresParametersEntry
+	(*BouncerAgent)(nil),      // 9: pgquorum.v1.BouncerAgent
+	(*Switchover)(nil),        // 10: pgquorum.v1.Switchover
+	(*SyncState)(nil),         // 11: pgquorum.v1.SyncState
+	(*HistoryEntry)(nil),      // 12: pgquorum.v1.HistoryEntry
+	(*ClusterState)(nil),      // 13: pgquorum.v1.ClusterState
+	(*InitCluster)(nil),       // 14: pgquorum.v1.InitCluster
+	(*UpsertMember)(nil),      // 15: pgquorum.v1.UpsertMember
+	(*RemoveMember)(nil),      // 16: pgquorum.v1.RemoveMember
+	(*SetConfig)(nil),         // 17: pgquorum.v1.SetConfig
+	(*AssignPrimary)(nil),     // 18: pgquorum.v1.AssignPrimary
+	(*RenewLease)(nil),        // 19: pgquorum.v1.RenewLease
+	(*SetSync)(nil),           // 20: pgquorum.v1.SetSync
+	(*SetPaused)(nil),         // 21: pgquorum.v1.SetPaused
+	(*SetSystemID)(nil),       // 22: pgquorum.v1.SetSystemID
+	(*ReleaseLease)(nil),      // 23: pgquorum.v1.ReleaseLease
+	(*SetSwitchover)(nil),     // 24: pgquorum.v1.SetSwitchover
+	(*RegisterBouncer)(nil),   // 25: pgquorum.v1.RegisterBouncer
+	(*UnregisterBouncer)(nil), // 26: pgquorum.v1.UnregisterBouncer
+	(*ExposePrimary)(nil),     // 27: pgquorum.v1.ExposePrimary
+	nil,                       // 28: pgquorum.v1.DynamicConfig.PostgresParametersEntry
 }
 var file_pgquorum_v1_state_proto_depIdxs = []int32{
 	0,  // 0: pgquorum.v1.Member.role:type_name -> pgquorum.v1.MemberRole
 	1,  // 1: pgquorum.v1.Member.suffrage:type_name -> pgquorum.v1.Suffrage
 	4,  // 2: pgquorum.v1.Member.tags:type_name -> pgquorum.v1.Tags
 	2,  // 3: pgquorum.v1.DynamicConfig.synchronous_mode:type_name -> pgquorum.v1.SynchronousMode
-	24, // 4: pgquorum.v1.DynamicConfig.postgres_parameters:type_name -> pgquorum.v1.DynamicConfig.PostgresParametersEntry
+	28, // 4: pgquorum.v1.DynamicConfig.postgres_parameters:type_name -> pgquorum.v1.DynamicConfig.PostgresParametersEntry
 	6,  // 5: pgquorum.v1.ClusterState.identity:type_name -> pgquorum.v1.ClusterIdentity
 	5,  // 6: pgquorum.v1.ClusterState.members:type_name -> pgquorum.v1.Member
 	7,  // 7: pgquorum.v1.ClusterState.config:type_name -> pgquorum.v1.DynamicConfig
 	8,  // 8: pgquorum.v1.ClusterState.primary:type_name -> pgquorum.v1.PrimaryAssignment
-	10, // 9: pgquorum.v1.ClusterState.sync:type_name -> pgquorum.v1.SyncState
-	11, // 10: pgquorum.v1.ClusterState.history:type_name -> pgquorum.v1.HistoryEntry
-	9,  // 11: pgquorum.v1.ClusterState.switchover:type_name -> pgquorum.v1.Switchover
-	7,  // 12: pgquorum.v1.InitCluster.initial_config:type_name -> pgquorum.v1.DynamicConfig
-	5,  // 13: pgquorum.v1.UpsertMember.member:type_name -> pgquorum.v1.Member
-	7,  // 14: pgquorum.v1.SetConfig.config:type_name -> pgquorum.v1.DynamicConfig
-	9,  // 15: pgquorum.v1.SetSwitchover.switchover:type_name -> pgquorum.v1.Switchover
-	16, // [16:16] is the sub-list for method output_type
-	16, // [16:16] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	11, // 9: pgquorum.v1.ClusterState.sync:type_name -> pgquorum.v1.SyncState
+	12, // 10: pgquorum.v1.ClusterState.history:type_name -> pgquorum.v1.HistoryEntry
+	10, // 11: pgquorum.v1.ClusterState.switchover:type_name -> pgquorum.v1.Switchover
+	9,  // 12: pgquorum.v1.ClusterState.bouncers:type_name -> pgquorum.v1.BouncerAgent
+	7,  // 13: pgquorum.v1.InitCluster.initial_config:type_name -> pgquorum.v1.DynamicConfig
+	5,  // 14: pgquorum.v1.UpsertMember.member:type_name -> pgquorum.v1.Member
+	7,  // 15: pgquorum.v1.SetConfig.config:type_name -> pgquorum.v1.DynamicConfig
+	10, // 16: pgquorum.v1.SetSwitchover.switchover:type_name -> pgquorum.v1.Switchover
+	9,  // 17: pgquorum.v1.RegisterBouncer.agent:type_name -> pgquorum.v1.BouncerAgent
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_state_proto_init() }
@@ -1925,7 +2183,7 @@ func file_pgquorum_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgquorum_v1_state_proto_rawDesc), len(file_pgquorum_v1_state_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   21,
+			NumMessages:   25,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
