@@ -232,7 +232,7 @@ func genLog(seed int64, n int) []*raft.Log {
 	pick := func() string { return ids[rng.Intn(len(ids))] }
 	log := make([]*raft.Log, 0, n)
 	for i := 1; i <= n; i++ {
-		st := shadow.st // read only, single goroutine: no copy needed
+		st := shadow.st        // read only, single goroutine: no copy needed
 		off := func() uint64 { // usually 0, sometimes a wrong value
 			if rng.Intn(8) == 0 {
 				return uint64(rng.Intn(3)) + 1
