@@ -88,3 +88,25 @@ func (a *Admin) SetConfig(ctx context.Context, req *pb.SetConfig) (*pb.SetConfig
 		return c.SetConfig(ctx, req)
 	})
 }
+
+// BouncerHeartbeat implements pb.AdminServer.
+func (a *Admin) BouncerHeartbeat(ctx context.Context, req *pb.BouncerHeartbeatRequest) (*pb.BouncerHeartbeatResponse, error) {
+	resp, err := a.srv.BouncerHeartbeat(ctx, req)
+	if err == nil {
+		return resp, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.BouncerHeartbeatResponse, error) {
+		return c.BouncerHeartbeat(ctx, req)
+	})
+}
+
+// UnregisterBouncer implements pb.AdminServer.
+func (a *Admin) UnregisterBouncer(ctx context.Context, req *pb.UnregisterBouncer) (*pb.LeaseResponse, error) {
+	index, err := a.srv.UnregisterBouncer(ctx, req.Id)
+	if err == nil {
+		return &pb.LeaseResponse{Index: index}, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.LeaseResponse, error) {
+		return c.UnregisterBouncer(ctx, req)
+	})
+}

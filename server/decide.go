@@ -22,6 +22,10 @@ type view struct {
 	// (an operator's time of day) and for stamping commands.
 	now    time.Time
 	timing Timing
+	// acks is what each bouncer agent acknowledged; sinceLeader is how
+	// long this node has led (the baseline for agents never heard of).
+	acks        map[string]bouncerAck
+	sinceLeader time.Duration
 }
 
 // decision is what the decider wants committed next, with why.
@@ -67,7 +71,46 @@ func decide(v view) decision {
 	if v.leaseExpired() {
 		return decideFailover(v)
 	}
-	return decideSwitchover(v)
+	expose := decideExpose(v)
+	if expose.cmd != nil {
+		return expose
+	}
+	if d := decideSwitchover(v); d.cmd != nil || d.wait != "" {
+		return d
+	}
+	return expose
+}
+
+// decideExpose lets bouncer agents route to the primary once it runs as
+// primary of its epoch and every registered agent has fenced older
+// primaries, or has been out of contact for longer than its contact lease
+// plus the safety margin (it paused itself by then). Fence before expose:
+// invariant 4.
+func decideExpose(v view) decision {
+	p := v.st.Primary
+	if p.GetExposed() {
+		return decision{}
+	}
+	h := v.pg(p.MemberId)
+	if h == nil || h.AppliedEpoch != p.Epoch || h.State != pb.PgState_PG_STATE_RUNNING || h.InRecovery {
+		return decision{wait: fmt.Sprintf("expose waits for %s to run as primary of epoch %d", p.MemberId, p.Epoch)}
+	}
+	var waiting []string
+	for _, b := range v.st.Bouncers {
+		lease := time.Duration(b.ContactLeaseMs)*time.Millisecond + v.timing.SafetyMargin
+		a, ok := v.acks[b.Id]
+		switch {
+		case ok && a.epoch >= p.Epoch:
+		case ok && v.now.Sub(a.at) > lease:
+		case !ok && v.sinceLeader > lease:
+		default:
+			waiting = append(waiting, b.Id)
+		}
+	}
+	if len(waiting) > 0 {
+		return decision{wait: fmt.Sprintf("expose of %s (epoch %d) waits for bouncer agents %v to fence", p.MemberId, p.Epoch, waiting)}
+	}
+	return decision{cmd: &pb.ExposePrimary{Epoch: p.Epoch}, reason: fmt.Sprintf("expose %s (epoch %d): every bouncer agent fenced", p.MemberId, p.Epoch)}
 }
 
 // decideBootstrap picks the first primary. An existing primary data

@@ -19,13 +19,16 @@ type decider struct {
 func (s *Server) currentView() view {
 	now := time.Now()
 	st := s.fsm.State()
+	acks, sinceLeader := s.bouncers.view(now)
 	return view{
-		st:       st,
-		health:   s.contacts.snapshot(now),
-		leaseAge: s.lease.age(st.Primary.GetEpoch(), st.Primary.GetLeaseSeq(), now),
-		leaseSeq: st.Primary.GetLeaseSeq(),
-		now:      now,
-		timing:   s.opts.Timing,
+		acks:        acks,
+		sinceLeader: sinceLeader,
+		st:          st,
+		health:      s.contacts.snapshot(now),
+		leaseAge:    s.lease.age(st.Primary.GetEpoch(), st.Primary.GetLeaseSeq(), now),
+		leaseSeq:    st.Primary.GetLeaseSeq(),
+		now:         now,
+		timing:      s.opts.Timing,
 	}
 }
 

@@ -64,6 +64,7 @@ func (r *leaderRun) stop() {
 func (s *Server) leaderLoop(ctx context.Context) {
 	s.contacts.reset()
 	s.contacts.touch(s.opts.NodeID, time.Now())
+	s.bouncers.reset(time.Now())
 	tick := time.NewTicker(s.opts.Timing.LoopWait)
 	defer tick.Stop()
 	established := false
@@ -86,6 +87,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-s.leaderWake:
 		}
 	}
 }

@@ -31,6 +31,8 @@ type Server struct {
 	lease        *leaseClock
 	local        LocalPostgres
 	act          *actuator
+	bouncers     *bouncerAcks
+	leaderWake   chan struct{}
 
 	identMu sync.Mutex
 	ident   identityFile
@@ -56,6 +58,8 @@ func New(opts Options) (*Server, error) {
 		leaderNotify: make(chan bool, 16),
 		contacts:     newContacts(),
 		lease:        &leaseClock{},
+		bouncers:     newBouncerAcks(),
+		leaderWake:   make(chan struct{}, 1),
 		fatal:        make(chan error, 1),
 	}
 	if opts.Postgres != nil {
@@ -212,4 +216,12 @@ func (s *Server) propose(ctx context.Context, cmd proto.Message) (uint64, error)
 	}
 	res := f.Response().(fsm.Result)
 	return res.Index, res.Err
+}
+
+// wakeLeader asks the leader loop for a round now.
+func (s *Server) wakeLeader() {
+	select {
+	case s.leaderWake <- struct{}{}:
+	default:
+	}
 }

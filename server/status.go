@@ -40,6 +40,9 @@ func (s *Server) Status() *pb.NodeStatus {
 		return ns
 	}
 	now := time.Now()
+	if isLeader {
+		ns.Bouncers = s.bouncerStatus(st, now)
+	}
 	for _, srv := range cf.Configuration().Servers {
 		p := &pb.PeerStatus{
 			Id: string(srv.ID), RaftAddr: string(srv.Address),
