@@ -380,6 +380,75 @@ func TestApply_SetSwitchover(t *testing.T) {
 	})
 }
 
+func TestApply_RegisterBouncer(t *testing.T) {
+	agent := func(id string, lease int64, at int64) *pb.BouncerAgent {
+		return &pb.BouncerAgent{Id: id, ContactLeaseMs: lease, RegisteredAtUnixMs: at, Databases: []string{"app"}}
+	}
+	runApplyCases(t, []applyCase{
+		{
+			name: "insert keeps order", base: newCluster,
+			setup: []proto.Message{&pb.RegisterBouncer{Agent: agent("pgb3", 3000, 1)}, &pb.RegisterBouncer{Agent: agent("pgb1", 3000, 1)}},
+			cmd:   &pb.RegisterBouncer{Agent: agent("pgb2", 3000, 1)},
+			want: func(st *pb.ClusterState) {
+				st.Bouncers = []*pb.BouncerAgent{agent("pgb1", 3000, 1), agent("pgb2", 3000, 1), agent("pgb3", 3000, 1)}
+			},
+			wantDelta: &pb.StateDelta{UpsertedBouncers: []*pb.BouncerAgent{agent("pgb2", 3000, 1)}},
+		},
+		{
+			name: "changed lease", base: newCluster,
+			setup:     []proto.Message{&pb.RegisterBouncer{Agent: agent("pgb1", 3000, 1)}},
+			cmd:       &pb.RegisterBouncer{Agent: agent("pgb1", 5000, 2)},
+			want:      func(st *pb.ClusterState) { st.Bouncers = []*pb.BouncerAgent{agent("pgb1", 5000, 2)} },
+			wantDelta: &pb.StateDelta{UpsertedBouncers: []*pb.BouncerAgent{agent("pgb1", 5000, 2)}},
+		},
+		{
+			name: "re-registration publishes nothing", base: newCluster,
+			setup: []proto.Message{&pb.RegisterBouncer{Agent: agent("pgb1", 3000, 1)}},
+			cmd:   &pb.RegisterBouncer{Agent: agent("pgb1", 3000, 99)},
+		},
+		{name: "no agent", base: newCluster, cmd: &pb.RegisterBouncer{}, wantErr: ErrBadCommand},
+		{name: "no lease", base: newCluster, cmd: &pb.RegisterBouncer{Agent: agent("pgb1", 0, 1)}, wantErr: ErrBadCommand},
+		{name: "negative lease", base: newCluster, cmd: &pb.RegisterBouncer{Agent: agent("pgb1", -1, 1)}, wantErr: ErrBadCommand},
+	})
+}
+
+func TestApply_UnregisterBouncer(t *testing.T) {
+	a := &pb.BouncerAgent{Id: "pgb1", ContactLeaseMs: 3000}
+	b := &pb.BouncerAgent{Id: "pgb2", ContactLeaseMs: 3000}
+	runApplyCases(t, []applyCase{
+		{
+			name: "accepted", base: newCluster,
+			setup:     []proto.Message{&pb.RegisterBouncer{Agent: a}, &pb.RegisterBouncer{Agent: b}},
+			cmd:       &pb.UnregisterBouncer{Id: "pgb1"},
+			want:      func(st *pb.ClusterState) { st.Bouncers = []*pb.BouncerAgent{b} },
+			wantDelta: &pb.StateDelta{RemovedBouncers: []string{"pgb1"}},
+		},
+		{name: "unknown", base: newCluster, cmd: &pb.UnregisterBouncer{Id: "pgb1"}, wantErr: ErrMemberNotFound},
+	})
+}
+
+func TestApply_ExposePrimary(t *testing.T) {
+	exposed := &pb.PrimaryAssignment{MemberId: "a", Epoch: 1, Timeline: 1, Reason: "bootstrap", AssignedAtUnixMs: 2000, Exposed: true}
+	runApplyCases(t, []applyCase{
+		{
+			name: "accepted", base: newCluster, cmd: &pb.ExposePrimary{Epoch: 1},
+			want:      func(st *pb.ClusterState) { st.Primary = exposed },
+			wantDelta: &pb.StateDelta{Primary: exposed},
+		},
+		{
+			name: "twice publishes nothing", base: newCluster,
+			setup: []proto.Message{&pb.ExposePrimary{Epoch: 1}}, cmd: &pb.ExposePrimary{Epoch: 1},
+		},
+		{
+			name: "new epoch is not exposed", base: newCluster,
+			setup: []proto.Message{&pb.ExposePrimary{Epoch: 1}, &pb.AssignPrimary{ExpectedEpoch: 1, MemberId: "b"}},
+			cmd:   &pb.ExposePrimary{Epoch: 1}, wantErr: ErrStaleEpoch,
+		},
+		{name: "future epoch", base: newCluster, cmd: &pb.ExposePrimary{Epoch: 2}, wantErr: ErrStaleEpoch},
+		{name: "no primary", base: newInitialized, cmd: &pb.ExposePrimary{Epoch: 0}, wantErr: ErrStaleEpoch},
+	})
+}
+
 func TestApply_SetSync(t *testing.T) {
 	runApplyCases(t, []applyCase{
 		{

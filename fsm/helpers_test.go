@@ -143,6 +143,11 @@ func checkInvariants(t testing.TB, st *pb.ClusterState) {
 			t.Fatalf("members not sorted and unique at %d: %q, %q", i, st.Members[i-1].Id, st.Members[i].Id)
 		}
 	}
+	for i := 1; i < len(st.Bouncers); i++ {
+		if st.Bouncers[i-1].Id >= st.Bouncers[i].Id {
+			t.Fatalf("bouncers not sorted and unique at %d: %q, %q", i, st.Bouncers[i-1].Id, st.Bouncers[i].Id)
+		}
+	}
 	if len(st.History) > HistoryLimit {
 		t.Fatalf("history has %d entries, limit %d", len(st.History), HistoryLimit)
 	}
@@ -314,8 +319,17 @@ func genLog(seed int64, n int) []*raft.Log {
 				}
 			}
 			cmd = &pb.SetSync{Epoch: epochOff(st.Primary.Epoch), Members: ms, Degraded: rng.Intn(4) == 0}
-		case r < 88:
+		case r < 85:
 			cmd = &pb.SetPaused{Paused: rng.Intn(2) == 0}
+		case r < 87:
+			cmd = &pb.RegisterBouncer{Agent: &pb.BouncerAgent{
+				Id: []string{"pgb1", "pgb2", "pgb3"}[rng.Intn(3)], ContactLeaseMs: int64(rng.Intn(3) * 1000),
+				RegisteredAtUnixMs: int64(i), Databases: []string{"app", "other"}[:1+rng.Intn(2)],
+			}}
+		case r < 88:
+			cmd = &pb.UnregisterBouncer{Id: []string{"pgb1", "pgb2", "pgb3"}[rng.Intn(3)]}
+		case r < 90:
+			cmd = &pb.ExposePrimary{Epoch: epochOff(st.Primary.Epoch)}
 		case r < 92:
 			cmd = &pb.SetSystemID{SystemIdentifier: uint64(rng.Intn(3))}
 		case r < 95:

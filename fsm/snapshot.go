@@ -58,6 +58,11 @@ func DecodeSnapshot(data []byte) (*pb.ClusterState, error) {
 			return nil, fmt.Errorf("%w: members not sorted or duplicated at %q", ErrBadSnapshot, st.Members[i].Id)
 		}
 	}
+	for i := 1; i < len(st.Bouncers); i++ {
+		if st.Bouncers[i-1].Id >= st.Bouncers[i].Id {
+			return nil, fmt.Errorf("%w: bouncer agents not sorted or duplicated at %q", ErrBadSnapshot, st.Bouncers[i].Id)
+		}
+	}
 	// Epochs only grow (invariant 2): a snapshot whose history goes back in
 	// epoch, or is ahead of its primary, would let Apply reuse an epoch.
 	for i, h := range st.History {

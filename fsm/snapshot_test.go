@@ -123,6 +123,9 @@ func TestRestore_Refusals(t *testing.T) {
 		{"duplicate member", withState(func(st *pb.ClusterState) {
 			st.Members[1] = st.Members[0]
 		}), `members not sorted or duplicated at "a"`},
+		{"unsorted bouncers", withState(func(st *pb.ClusterState) {
+			st.Bouncers = []*pb.BouncerAgent{{Id: "pgb2"}, {Id: "pgb1"}}
+		}), `bouncer agents not sorted or duplicated at "pgb1"`},
 		{"history out of order", withState(func(st *pb.ClusterState) {
 			st.History = append(st.History, &pb.HistoryEntry{Epoch: 1})
 			st.Primary.Epoch = 2
