@@ -5,6 +5,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/pgquorum/pgquorum/fsm"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 	"google.golang.org/protobuf/proto"
 )
@@ -26,6 +27,9 @@ type view struct {
 	// long this node has led (the baseline for agents never heard of).
 	acks        map[string]bouncerAck
 	sinceLeader time.Duration
+	// servers lists the IDs in the Raft configuration: bootstrap waits
+	// until each has registered as a member.
+	servers []string
 }
 
 // decision is what the decider wants committed next, with why.
@@ -115,11 +119,17 @@ func decideExpose(v view) decision {
 
 // decideBootstrap picks the first primary. An existing primary data
 // directory is adopted; a new cluster is initialized only when every
-// PostgreSQL member reported an empty data directory, so an agent that
-// starts before its neighbours can never make a second primary.
+// server of the Raft configuration registered and every PostgreSQL member
+// reported an empty data directory, so an agent that starts before its
+// neighbours can never make a second primary.
 func decideBootstrap(v view) decision {
 	if v.st.Paused {
 		return decision{wait: "paused: no bootstrap"}
+	}
+	for _, id := range v.servers {
+		if fsm.FindMember(v.st, id) == nil {
+			return decision{wait: fmt.Sprintf("bootstrap waits for server %s to register as a member", id)}
+		}
 	}
 	var primaries, standbys, empty []string
 	for _, m := range v.st.Members {

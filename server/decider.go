@@ -29,7 +29,22 @@ func (s *Server) currentView() view {
 		leaseSeq:    st.Primary.GetLeaseSeq(),
 		now:         now,
 		timing:      s.opts.Timing,
+		servers:     s.raftServerIDs(),
 	}
+}
+
+// raftServerIDs lists the servers of the Raft configuration (nil if it
+// cannot be read).
+func (s *Server) raftServerIDs() []string {
+	cf := s.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return nil
+	}
+	var ids []string
+	for _, srv := range cf.Configuration().Servers {
+		ids = append(ids, string(srv.ID))
+	}
+	return ids
 }
 
 // decideOnce runs one round of the decider: decide, fetch fresh state of
