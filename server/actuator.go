@@ -36,12 +36,18 @@ type actuator struct {
 	lastErr string
 	// fenced is set by the lease keeper when the lease ran out.
 	fenced bool
+	// leaseEpoch and leaseUntil are the last committed renewal: its
+	// epoch and when the lease it gave ends on this node's clock.
+	leaseEpoch uint64
+	leaseUntil time.Time
 	// crashedAt is when the primary's PostgreSQL was first seen down.
 	crashedAt time.Time
 	// released is the epoch whose lease this node gave back.
 	released uint64
 	// paramsVersion is the dynamic config version applied.
 	paramsVersion uint64
+	// guardArmed: the fence guard holds a deadline for our postmaster.
+	guardArmed bool
 	// pgSync is the synchronous standby list last set in PostgreSQL.
 	pgSync    []string
 	pgSyncSet bool
@@ -242,6 +248,9 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 			a.setPhase(pb.PgState_PG_STATE_FAILED)
 			return fmt.Errorf("assigned primary at epoch %d but data directory %s is empty while the cluster has data; refusing to initialize a second cluster", p.Epoch, info.Path)
 		}
+		if err := a.acquireLease(ctx, p.Epoch); err != nil {
+			return err
+		}
 		a.setPhase(pb.PgState_PG_STATE_INITIALIZING)
 		sysid, err := a.pg.Bootstrap(ctx)
 		a.setPhase(pb.PgState_PG_STATE_UNKNOWN)
@@ -251,6 +260,12 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		a.log.Info("initialized new cluster", "epoch", p.Epoch, "system_identifier", sysid)
 		a.probe(ctx)
 	} else if !info.Running || a.pg.Process().State == pgnode.ProcessNone {
+		if !info.Running && !info.Standby {
+			// Starting a primary data directory makes it writable.
+			if err := a.acquireLease(ctx, p.Epoch); err != nil {
+				return err
+			}
+		}
 		if err := a.startForPrimary(ctx, info); err != nil {
 			return a.primaryDown(ctx, p, err)
 		}
@@ -272,6 +287,9 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		}
 		if err := a.setPGSync(ctx, initial, int(max(st.Config.GetSynchronousNodeCount(), 1))); err != nil {
 			return fmt.Errorf("set synchronous standbys before promotion: %w", err)
+		}
+		if err := a.acquireLease(ctx, p.Epoch); err != nil {
+			return err
 		}
 		a.log.Info("promoting", "epoch", p.Epoch, "reason", p.Reason)
 		if err := a.pg.Promote(ctx); err != nil {
@@ -366,6 +384,9 @@ func (a *actuator) markApplied(epoch uint64) {
 		// A promoted standby inherited its synchronous_standby_names
 		// from the old primary (FACTS.md): set it again.
 		a.pgSyncSet = false
+		// The decider waits for this (to expose a new primary): tell it
+		// now rather than at the next heartbeat.
+		defer a.s.wakeNode()
 	}
 }
 

@@ -33,11 +33,14 @@ func (c *contacts) touch(id string, now time.Time) {
 }
 
 // report records a heartbeat with the member's PostgreSQL health (nil for
-// witnesses).
-func (c *contacts) report(id string, h *pb.PostgresHealth, now time.Time) {
+// witnesses). It reports whether the member's applied epoch or role
+// changed, which the decider may be waiting for.
+func (c *contacts) report(id string, h *pb.PostgresHealth, now time.Time) bool {
 	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.last[id].health
 	c.last[id] = contact{at: now, health: h}
-	c.mu.Unlock()
+	return prev.GetAppliedEpoch() != h.GetAppliedEpoch() || prev.GetInRecovery() != h.GetInRecovery() || prev.GetState() != h.GetState()
 }
 
 // since returns how long ago id reported, and false if never (in this

@@ -38,6 +38,7 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 		switch {
 		case !mine:
 			a.setFenced(false)
+			a.disarmGuard()
 		case p.Epoch != epoch:
 			// A new epoch: the assignment itself was committed just now.
 			epoch = p.Epoch
@@ -45,10 +46,16 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 			fallthrough
 		default:
 			sent := time.Now()
-			err := a.renew(ctx, p.Epoch)
+			// A renewal that hangs (a partition drops packets) must not
+			// hold up the fence: give up at the fence point.
+			rctx, cancel := context.WithDeadline(ctx, validUntil.Add(-t.SafetyMargin))
+			err := a.renew(rctx, p.Epoch)
+			cancel()
 			switch {
 			case err == nil:
 				validUntil = sent.Add(t.TTL)
+				a.noteLease(p.Epoch, sent)
+				a.armGuard(validUntil.Add(-t.SafetyMargin))
 				if a.setFenced(false) {
 					a.log.Info("lease regained; unfencing", "epoch", p.Epoch)
 					a.poke()
@@ -68,6 +75,66 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 		case <-tick.C:
 		}
 	}
+}
+
+// armGuard tells the fence guard to kill the postmaster at fenceAt unless
+// a later renewal moves it, so PostgreSQL is fenced even if this agent dies
+// or hangs (a SIGSTOPped agent cannot fence itself).
+func (a *actuator) armGuard(fenceAt time.Time) {
+	g := a.s.opts.Guard
+	proc := a.pg.Process()
+	if g == nil || proc.State != pgnode.ProcessRunning || proc.PID <= 1 {
+		return
+	}
+	if err := g.Arm(proc.PID, max(time.Until(fenceAt), 0)); err != nil {
+		a.log.Warn("fence guard not armed", "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.guardArmed = true
+	a.mu.Unlock()
+}
+
+func (a *actuator) disarmGuard() {
+	g := a.s.opts.Guard
+	a.mu.Lock()
+	armed := a.guardArmed
+	a.guardArmed = false
+	a.mu.Unlock()
+	if g != nil && armed {
+		if err := g.Disarm(); err != nil {
+			a.log.Warn("fence guard not disarmed", "err", err)
+		}
+	}
+}
+
+// noteLease records that a renewal at epoch, sent at sent, committed.
+func (a *actuator) noteLease(epoch uint64, sent time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.leaseEpoch, a.leaseUntil = epoch, sent.Add(a.s.opts.Timing.TTL)
+}
+
+// acquireLease makes sure this node holds the lease of epoch before its
+// PostgreSQL starts taking writes (start of a primary data directory,
+// promotion, initdb): a renewal must commit at that epoch, which proves
+// the FSM we act on is current. An agent replaying an old log after a
+// restart may still see itself assigned at an epoch that was replaced;
+// the renewal then fails with a stale epoch and nothing is started.
+func (a *actuator) acquireLease(ctx context.Context, epoch uint64) error {
+	t := a.s.opts.Timing
+	a.mu.Lock()
+	held := a.leaseEpoch == epoch && time.Now().Before(a.leaseUntil.Add(-t.SafetyMargin))
+	a.mu.Unlock()
+	if held {
+		return nil
+	}
+	sent := time.Now()
+	if err := a.renew(ctx, epoch); err != nil {
+		return fmt.Errorf("no lease at epoch %d, not taking writes: %w", epoch, err)
+	}
+	a.noteLease(epoch, sent)
+	return nil
 }
 
 // renew sends one renewal to the leader, bounded by RetryTimeout.

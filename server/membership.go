@@ -180,6 +180,8 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 	if !s.IsLeader() {
 		return nil, s.notLeader()
 	}
-	s.contacts.report(req.MemberId, req.Postgres, time.Now())
+	if s.contacts.report(req.MemberId, req.Postgres, time.Now()) {
+		s.wakeLeader()
+	}
 	return &pb.HeartbeatResponse{Index: s.raft.AppliedIndex()}, nil
 }

@@ -27,6 +27,7 @@ func (s *Server) nodeLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case <-s.nodeWake:
 		}
 	}
 }
@@ -103,7 +104,9 @@ func (s *Server) nodeTick(ctx context.Context) {
 		health = s.act.Health()
 	}
 	if s.IsLeader() {
-		s.contacts.report(s.opts.NodeID, health, time.Now())
+		if s.contacts.report(s.opts.NodeID, health, time.Now()) {
+			s.wakeLeader()
+		}
 		return
 	}
 	cctx, cancel := context.WithTimeout(ctx, s.opts.Timing.RetryTimeout)

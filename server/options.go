@@ -70,6 +70,9 @@ type Options struct {
 
 	// Postgres is the local PostgreSQL; nil on witnesses.
 	Postgres Postgres
+	// Guard is the fence guard process that kills the primary's
+	// postmaster if this agent stops renewing; nil disables it.
+	Guard FenceGuard
 
 	// InitialConfig is the dynamic config a new cluster starts with.
 	InitialConfig *pb.DynamicConfig
@@ -123,4 +126,10 @@ func (o *Options) self(raftAddr string) *pb.Member {
 		Id: o.NodeID, RaftAddr: raftAddr, GrpcAddr: o.GRPCAddr, PgAddr: o.PGAddr,
 		HttpAddr: o.HTTPAddr, Role: o.Role, Suffrage: suf, Tags: tags, Version: o.Version,
 	}
+}
+
+// FenceGuard is the out-of-process fence (pgnode.GuardClient).
+type FenceGuard interface {
+	Arm(pid int, d time.Duration) error
+	Disarm() error
 }

@@ -33,6 +33,7 @@ type Server struct {
 	act          *actuator
 	bouncers     *bouncerAcks
 	leaderWake   chan struct{}
+	nodeWake     chan struct{}
 
 	identMu sync.Mutex
 	ident   identityFile
@@ -60,6 +61,7 @@ func New(opts Options) (*Server, error) {
 		lease:        &leaseClock{},
 		bouncers:     newBouncerAcks(),
 		leaderWake:   make(chan struct{}, 1),
+		nodeWake:     make(chan struct{}, 1),
 		fatal:        make(chan error, 1),
 	}
 	if opts.Postgres != nil {
@@ -222,6 +224,15 @@ func (s *Server) propose(ctx context.Context, cmd proto.Message) (uint64, error)
 func (s *Server) wakeLeader() {
 	select {
 	case s.leaderWake <- struct{}{}:
+	default:
+	}
+}
+
+// wakeNode asks the node loop for a heartbeat now (the actuator changed
+// something the decider waits for).
+func (s *Server) wakeNode() {
+	select {
+	case s.nodeWake <- struct{}{}:
 	default:
 	}
 }

@@ -102,6 +102,7 @@ func serverOptions(cfg *config.Config, pool *rpc.Pool, log *slog.Logger) (server
 			return o, err
 		}
 		o.Postgres = pg
+		o.Guard = newGuardClient(cfg.DataDir)
 	}
 	for _, entry := range cfg.Bootstrap.InitialCluster {
 		id, addr, ok := strings.Cut(entry, "=")
