@@ -1,7 +1,10 @@
 package pgnode
 
 import (
+	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -157,5 +160,39 @@ func TestNode_RenderedConfig(t *testing.T) {
 	ci := n.primaryConninfo(Upstream{Host: "10.0.0.2", Port: 5432, SlotName: "pgq_n1"}, false)
 	if strings.Contains(ci, "password") || !strings.Contains(ci, "application_name='n1'") {
 		t.Errorf("conninfo without password: %s", ci)
+	}
+}
+
+// TestNode_SetParametersKeepsLocal: the dynamic parameters never drop the
+// node-local ones (postgres.parameters), which also win on a conflict.
+// Before the fix, the first SetParameters from the actuator removed the
+// node's max_connections and shared_buffers from pgquorum.conf, leaving
+// every member "pending restart" back to the defaults.
+func TestNode_SetParametersKeepsLocal(t *testing.T) {
+	c := validConfig()
+	c.DataDir = filepath.Join(t.TempDir(), "data")
+	c.LogFile = c.DataDir + ".log"
+	c.Parameters = map[string]string{"max_connections": "40", "work_mem": "8MB"}
+	if err := os.MkdirAll(c.DataDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	n, err := New(c, nil)
+	if err != nil {
+		t.Skipf("New: %v", err)
+	}
+	if _, err := n.SetParameters(context.Background(), map[string]string{"work_mem": "1MB", "Temp_Buffers": "16MB"}); err != nil {
+		t.Fatal(err)
+	}
+	conf, err := os.ReadFile(filepath.Join(c.DataDir, confFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"max_connections = '40'\n", "work_mem = '8MB'\n", "temp_buffers = '16MB'\n"} {
+		if !strings.Contains(string(conf), want) {
+			t.Errorf("pgquorum.conf lacks %q:\n%s", want, conf)
+		}
+	}
+	if got := n.currentParams(); got["max_connections"] != "40" || got["work_mem"] != "8MB" || got["temp_buffers"] != "16MB" {
+		t.Errorf("current parameters = %v", got)
 	}
 }

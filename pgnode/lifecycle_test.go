@@ -295,12 +295,17 @@ func TestNode_ParametersPendingRestart(t *testing.T) {
 		t.Fatalf("work_mem = %q (%v)", wm, err)
 	}
 
+	// A node-local parameter wins over the dynamic one: no change.
 	params["max_connections"] = "40"
-	pending, err = n.SetParameters(ctx, params)
-	if err != nil || !slices.Equal(pending, []string{"max_connections"}) {
-		t.Fatalf("SetParameters(max_connections): pending %v, err %v", pending, err)
+	if pending, err := n.SetParameters(ctx, params); err != nil || len(pending) != 0 {
+		t.Fatalf("SetParameters(max_connections, local 30): pending %v, err %v", pending, err)
 	}
-	if st, _ := n.Probe(ctx); !slices.Equal(st.PendingRestart, []string{"max_connections"}) {
+	params["max_locks_per_transaction"] = "128"
+	pending, err = n.SetParameters(ctx, params)
+	if err != nil || !slices.Equal(pending, []string{"max_locks_per_transaction"}) {
+		t.Fatalf("SetParameters(max_locks_per_transaction): pending %v, err %v", pending, err)
+	}
+	if st, _ := n.Probe(ctx); !slices.Equal(st.PendingRestart, []string{"max_locks_per_transaction"}) {
 		t.Fatalf("Probe.PendingRestart = %v", st.PendingRestart)
 	}
 
@@ -329,8 +334,11 @@ func TestNode_ParametersPendingRestart(t *testing.T) {
 		t.Fatalf("after Restart: pending %v, err %v", st.PendingRestart, err)
 	}
 	var mc string
-	if err := sqlConn(t, ctx, n).QueryRow(ctx, "SHOW max_connections").Scan(&mc); err != nil || mc != "40" {
-		t.Fatalf("max_connections = %q (%v)", mc, err)
+	if err := sqlConn(t, ctx, n).QueryRow(ctx, "SHOW max_locks_per_transaction").Scan(&mc); err != nil || mc != "128" {
+		t.Fatalf("max_locks_per_transaction = %q (%v)", mc, err)
+	}
+	if err := sqlConn(t, ctx, n).QueryRow(ctx, "SHOW max_connections").Scan(&mc); err != nil || mc != "30" {
+		t.Fatalf("max_connections = %q (%v), want the node-local 30", mc, err)
 	}
 }
 

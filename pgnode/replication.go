@@ -129,8 +129,9 @@ func (n *Node) running() bool {
 	return ok && isPostmasterOf(pf.pid, n.cfg.DataDir)
 }
 
-// SetParameters replaces the cluster-wide dynamic parameters with params:
-// it rewrites pgquorum.conf, asks the running server to check the files
+// SetParameters replaces the cluster-wide dynamic parameters with params
+// (the node-local Config.Parameters stay and win over params of the same
+// name): it rewrites pgquorum.conf, asks the running server to check the files
 // (pg_file_settings) and restores the previous file if PostgreSQL reports
 // an error (ErrInvalidParameter, nothing applied), then reloads. It returns
 // the parameters that need a restart to take effect (pg_settings
@@ -140,9 +141,12 @@ func (n *Node) SetParameters(ctx context.Context, params map[string]string) ([]s
 	if err := validateParams(params); err != nil {
 		return nil, err
 	}
-	cp := make(map[string]string, len(params))
+	cp := make(map[string]string, len(params)+len(n.cfg.Parameters))
 	for k, v := range params {
-		cp[k] = v
+		cp[strings.ToLower(k)] = v
+	}
+	for k, v := range n.cfg.Parameters {
+		cp[strings.ToLower(k)] = v
 	}
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
