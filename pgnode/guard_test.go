@@ -11,23 +11,28 @@ import (
 	"time"
 )
 
-// startSleeper starts a process in its own group, like a postmaster.
-func startSleeper(t *testing.T) *exec.Cmd {
+// sleeper is a process in its own group, like a postmaster.
+type sleeper struct {
+	*exec.Cmd
+	done chan struct{}
+}
+
+func startSleeper(t *testing.T) *sleeper {
 	t.Helper()
 	c := exec.Command("sleep", "60")
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := c.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = c.Process.Kill(); _ = c.Wait() })
-	return c
+	s := &sleeper{Cmd: c, done: make(chan struct{})}
+	go func() { _ = c.Wait(); close(s.done) }()
+	t.Cleanup(func() { _ = c.Process.Kill(); <-s.done })
+	return s
 }
 
-func exited(c *exec.Cmd, within time.Duration) bool {
-	done := make(chan struct{})
-	go func() { _ = c.Wait(); close(done) }()
+func exited(s *sleeper, within time.Duration) bool {
 	select {
-	case <-done:
+	case <-s.done:
 		return true
 	case <-time.After(within):
 		return false
