@@ -19,7 +19,7 @@ deps:
 ## test: install what is missing, then run every test with the race detector
 test: deps
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+	$(GO) test -race -count=1 -p 1 -timeout 40m $(PKGS)
 
 ## test-short: unit and in-process tests only (no real Postgres/PgBouncer)
 test-short:

@@ -63,16 +63,18 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 		id := fmt.Sprintf("n%d", i+1)
 		grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 		cfg := filepath.Join(dir, id+".yaml")
+		// Witnesses: this is the quorum's own test, with no PostgreSQL
+		// (internal/e2e runs the same with real PostgreSQL).
 		body := fmt.Sprintf(`cluster_name: proc
 node_id: %s
 data_dir: %s
+role: witness
 raft: {bind_addr: "127.0.0.1:%d"}
 grpc: {listen_addr: "%s"}
 http: {listen_addr: ""}
 timing: {profile: fast}
 bootstrap: {initial_cluster: [%s]}
-postgres: {data_dir: %s, port: %d}
-`, id, filepath.Join(dir, id), raftPorts[i], grpcAddr, strings.Join(initial, ", "), filepath.Join(dir, "pg-"+id), freePort(t))
+`, id, filepath.Join(dir, id), raftPorts[i], grpcAddr, strings.Join(initial, ", "))
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -196,7 +198,7 @@ func TestProcesses_KillLeaderAndRestart(t *testing.T) {
 	c := startProcCluster(t, 3)
 	eventually(t, 30*time.Second, "three members and a leader", func() bool {
 		out, err := c.ctl("members")
-		return err == nil && strings.Count(out, "voter") == 3 && c.leader() != ""
+		return err == nil && strings.Count(out, " voter ") == 3 && c.leader() != ""
 	})
 	old := c.leader()
 	var victim *proc
