@@ -20,6 +20,8 @@ import (
 	"github.com/pgquorum/pgquorum/rpc"
 	"github.com/pgquorum/pgquorum/server"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Timing is fast enough for tests and slow enough for -race on 2 cores.
@@ -39,6 +41,7 @@ type Node struct {
 	Srv      *server.Server
 
 	trans  *raft.InmemTransport
+	pool   *rpc.Pool // this node's outgoing gRPC, subject to partitions
 	grpc   *grpc.Server
 	cancel context.CancelFunc
 	done   chan error
@@ -91,10 +94,11 @@ func (c *Cluster) newNode(id string) *Node {
 	addr := lis.Addr().String()
 	_ = lis.Close()
 	n := &Node{ID: id, RaftAddr: "raft-" + id, GRPCAddr: addr, DataDir: c.t.TempDir()}
+	n.pool = rpc.NewPool(nil, grpc.WithUnaryInterceptor(c.unaryCut(n)), grpc.WithStreamInterceptor(c.streamCut(n)))
 	n.Opts = server.Options{
 		NodeID: id, ClusterName: "test", DataDir: n.DataDir,
 		RaftAdvertiseAddr: n.RaftAddr, GRPCAddr: addr, PGAddr: "127.0.0.1:5432",
-		Timing: Timing, Dial: c.pool.Client, Version: "test",
+		Timing: Timing, Dial: n.pool.Client, Version: "test",
 		Logger: logger(id),
 	}
 	c.mu.Lock()
@@ -136,7 +140,7 @@ func (c *Cluster) Start(n *Node) {
 		c.t.Fatalf("listen %s: %v", n.GRPCAddr, err)
 	}
 	g := grpc.NewServer()
-	rpc.NewAdmin(srv, c.pool, n.Opts.Logger).Register(g)
+	rpc.NewAdmin(srv, n.pool, n.Opts.Logger).Register(g)
 	go func() { _ = g.Serve(lis) }()
 	ctx, cancel := context.WithCancel(context.Background())
 	n.Srv, n.grpc, n.cancel, n.done = srv, g, cancel, make(chan error, 1)
@@ -178,7 +182,54 @@ func (c *Cluster) Kill(n *Node) {
 	c.rewire()
 }
 
-// Partition cuts Raft traffic between the listed nodes and all others.
+// cutBetween reports whether a partition separates node from the node
+// serving grpcAddr.
+func (c *Cluster) cutBetween(from *Node, grpcAddr string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, to := range c.Nodes {
+		if to.GRPCAddr == grpcAddr {
+			return c.cut[[2]string{from.RaftAddr, to.RaftAddr}]
+		}
+	}
+	return false
+}
+
+// blackhole makes a call across a partition behave as on a real network
+// that drops packets: it hangs until the caller gives up (or the
+// partition heals, then it goes through).
+func (c *Cluster) blackhole(ctx context.Context, from *Node, target string) error {
+	for c.cutBetween(from, target) {
+		select {
+		case <-ctx.Done():
+			return status.Errorf(codes.DeadlineExceeded, "partitioned from %s: %v", target, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (c *Cluster) unaryCut(from *Node) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if err := c.blackhole(ctx, from, cc.Target()); err != nil {
+			return err
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
+func (c *Cluster) streamCut(from *Node) grpc.StreamClientInterceptor {
+	return func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+		if err := c.blackhole(ctx, from, cc.Target()); err != nil {
+			return nil, err
+		}
+		return streamer(ctx, desc, cc, method, opts...)
+	}
+}
+
+// Partition cuts Raft and gRPC traffic between the listed nodes and all
+// others. Calls across the cut hang until their deadline, as on a network
+// that drops packets; the test's own clients (Client) are not cut.
 func (c *Cluster) Partition(group ...*Node) {
 	in := map[*Node]bool{}
 	for _, n := range group {
@@ -208,6 +259,9 @@ func (c *Cluster) Heal() {
 func (c *Cluster) Close() {
 	for _, n := range c.Nodes {
 		c.Kill(n)
+	}
+	for _, n := range c.Nodes {
+		n.pool.Close()
 	}
 	c.pool.Close()
 }
