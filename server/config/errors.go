@@ -52,10 +52,4 @@ func (p *problems) addf(key, format string, args ...any) {
 	p.errs = append(p.errs, &KeyError{Key: key, Problem: fmt.Sprintf(format, args...), err: ErrInvalid})
 }
 
-func (p *problems) add(err error) {
-	if err != nil {
-		p.errs = append(p.errs, err)
-	}
-}
-
 func (p *problems) err() error { return errors.Join(p.errs...) }
