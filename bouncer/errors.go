@@ -28,7 +28,7 @@ var (
 // StaleEpochError reports an ignored request. It matches ErrStaleEpoch.
 type StaleEpochError struct {
 	DB     string // PgBouncer database name
-	Op     string // "fence" or "expose"
+	Op     string // "fence", "hold" or "expose"
 	Epoch  uint64 // epoch of the ignored request
 	Newest uint64 // newest epoch seen for DB
 }

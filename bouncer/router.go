@@ -164,12 +164,32 @@ func (r *Router) Fence(ctx context.Context, db string, epoch uint64, mode FenceM
 	st := r.state(db)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return r.fenceLocked(ctx, db, st, epoch, mode)
+	return r.fenceLocked(ctx, db, st, epoch, mode, false)
 }
 
-func (r *Router) fenceLocked(ctx context.Context, db string, st *dbState, epoch uint64, mode FenceMode) error {
-	if epoch < st.seen || (st.exposedAt != 0 && epoch <= st.exposedAt) {
-		return &StaleEpochError{DB: db, Op: "fence", Epoch: epoch, Newest: max(st.seen, st.exposedAt)}
+// Hold fences db like Fence, but also while db is exposed at epoch itself:
+// for a primary that is stepping down or gave its lease back before the
+// next epoch exists, and for an agent that lost contact with the quorum.
+// Expose at the same epoch undoes it (the same primary may come back), and
+// Fence or Expose at a newer epoch follow it as usual. An epoch older than
+// the newest seen gets a *StaleEpochError.
+func (r *Router) Hold(ctx context.Context, db string, epoch uint64, mode FenceMode) error {
+	if err := ValidateName(db); err != nil {
+		return err
+	}
+	st := r.state(db)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return r.fenceLocked(ctx, db, st, epoch, mode, true)
+}
+
+func (r *Router) fenceLocked(ctx context.Context, db string, st *dbState, epoch uint64, mode FenceMode, hold bool) error {
+	if epoch < st.seen || (!hold && st.exposedAt != 0 && epoch <= st.exposedAt) {
+		op := "fence"
+		if hold {
+			op = "hold"
+		}
+		return &StaleEpochError{DB: db, Op: op, Epoch: epoch, Newest: max(st.seen, st.exposedAt)}
 	}
 	st.seen = epoch
 	start := time.Now()
@@ -266,7 +286,7 @@ func (r *Router) Switch(ctx context.Context, db string, epoch uint64, route Rout
 	st := r.state(db)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if err := r.fenceLocked(ctx, db, st, epoch, FencePlanned); err != nil {
+	if err := r.fenceLocked(ctx, db, st, epoch, FencePlanned, false); err != nil {
 		return err
 	}
 	if promote != nil {
