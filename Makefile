@@ -4,7 +4,7 @@ BIN       ?= bin/pgquorum
 PKGS      ?= ./...
 PROTO_DIR := proto
 
-.PHONY: all build test test-short lint proto deps tools clean demo demo-stop
+.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop
 
 all: build
 
@@ -49,6 +49,9 @@ clean:
 ## demo: a three-node cluster on loopback under ./demo
 demo:
 	scripts/demo.sh start
+
+demo-failover:
+	scripts/demo.sh failover
 
 demo-stop:
 	scripts/demo.sh stop
