@@ -344,3 +344,17 @@ func TestForwarding_WritesToFollowerReachLeader(t *testing.T) {
 		t.Fatalf("heartbeat via follower: %v", err)
 	}
 }
+
+func TestCluster_BootstrapExpect(t *testing.T) {
+	c := servertest.NewExpect(t, 3)
+	st := converged(t, c, 3)
+	if st.Identity.Uuid == "" {
+		t.Fatal("no cluster identity after bootstrap-expect")
+	}
+	// A fourth node joining later through the same addresses joins the
+	// existing cluster instead of bootstrapping a new one.
+	n4 := c.AddNode("n4", c.Nodes...)
+	n4.Opts.Expect = 3
+	c.Start(n4)
+	converged(t, c, 4)
+}

@@ -67,8 +67,7 @@ type Option func(*server.Options)
 // for a leader.
 func New(t testing.TB, n int, opts ...Option) *Cluster {
 	t.Helper()
-	c := &Cluster{t: t, pool: rpc.NewPool(nil), cut: map[[2]string]bool{}}
-	t.Cleanup(c.Close)
+	c := newCluster(t)
 	var initial []raft.Server
 	for i := 1; i <= n; i++ {
 		node := c.newNode(fmt.Sprintf("n%d", i))
@@ -82,6 +81,12 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 		c.Start(node)
 	}
 	c.WaitLeader(10 * time.Second)
+	return c
+}
+
+func newCluster(t testing.TB) *Cluster {
+	c := &Cluster{t: t, pool: rpc.NewPool(nil), cut: map[[2]string]bool{}}
+	t.Cleanup(c.Close)
 	return c
 }
 
