@@ -47,8 +47,13 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 		default:
 			sent := time.Now()
 			// A renewal that hangs (a partition drops packets) must not
-			// hold up the fence: give up at the fence point.
-			rctx, cancel := context.WithDeadline(ctx, validUntil.Add(-t.SafetyMargin))
+			// hold up the fence: give up at the fence point. Once that
+			// point has passed (fenced), renew is bounded by RetryTimeout
+			// alone, so a fenced primary can regain its lease.
+			rctx, cancel := ctx, context.CancelFunc(func() {})
+			if fenceAt := validUntil.Add(-t.SafetyMargin); time.Now().Before(fenceAt) {
+				rctx, cancel = context.WithDeadline(ctx, fenceAt)
+			}
 			err := a.renew(rctx, p.Epoch)
 			cancel()
 			switch {
@@ -91,15 +96,29 @@ func (a *actuator) armGuard(fenceAt time.Time) {
 		return
 	}
 	a.mu.Lock()
-	a.guardArmed = true
+	a.guardArmed, a.guardPID = true, proc.PID
 	a.mu.Unlock()
+}
+
+// ensureGuard arms the fence guard for a postmaster that began taking
+// writes after the last renewal (a promotion, a start, initdb): the lease
+// keeper would arm it only at its next renewal, and an agent that dies in
+// between would leave an unguarded primary behind.
+func (a *actuator) ensureGuard() {
+	a.mu.Lock()
+	pid, until := a.guardPID, a.leaseUntil
+	a.mu.Unlock()
+	if a.s.opts.Guard == nil || until.IsZero() || (pid != 0 && pid == a.pg.Process().PID) {
+		return
+	}
+	a.armGuard(until.Add(-a.s.opts.Timing.SafetyMargin))
 }
 
 func (a *actuator) disarmGuard() {
 	g := a.s.opts.Guard
 	a.mu.Lock()
 	armed := a.guardArmed
-	a.guardArmed = false
+	a.guardArmed, a.guardPID = false, 0
 	a.mu.Unlock()
 	if g != nil && armed {
 		if err := g.Disarm(); err != nil {
