@@ -48,6 +48,7 @@ type actuator struct {
 	paramsVersion uint64
 	// guardArmed: the fence guard holds a deadline for our postmaster.
 	guardArmed bool
+	guardPID   int
 	// pgSync is the synchronous standby list last set in PostgreSQL.
 	pgSync    []string
 	pgSyncSet bool
@@ -299,6 +300,7 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		a.probe(ctx)
 	}
 	a.markApplied(p.Epoch)
+	a.ensureGuard()
 	if err := a.pg.EnsureSlots(ctx, a.slotNames(st)); err != nil {
 		return fmt.Errorf("replication slots: %w", err)
 	}
