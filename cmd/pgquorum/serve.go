@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/raft"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 	"github.com/pgquorum/pgquorum/rpc"
+	"github.com/pgquorum/pgquorum/rpc/httpapi"
 	"github.com/pgquorum/pgquorum/server"
 	"github.com/pgquorum/pgquorum/server/config"
 	"github.com/spf13/cobra"
@@ -114,8 +115,8 @@ func serverOptions(cfg *config.Config, pool *rpc.Pool, log *slog.Logger) (server
 	return o, nil
 }
 
-// serve runs one node until ctx ends. The gRPC port is bound before Raft
-// starts, so a node that cannot listen says so and exits at once.
+// serve runs one node until ctx ends. The gRPC and HTTP ports are bound
+// before Raft starts, so a node that cannot listen says so and exits at once.
 func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	log := newLogger(cfg.Log, logOut)
 	pool := rpc.NewPool(nil)
@@ -131,17 +132,24 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("grpc.listen_addr: cannot listen on %s: %w", cfg.GRPC.ListenAddr, err)
 	}
+	web, err := httpapi.Listen(cfg.HTTP.ListenAddr)
+	if err != nil {
+		_ = lis.Close()
+		return fmt.Errorf("http.listen_addr: cannot listen on %s: %w", cfg.HTTP.ListenAddr, err)
+	}
 	srv, err := server.New(opts)
 	if err != nil {
 		_ = lis.Close()
+		web.Stop(0)
 		return err
 	}
 	g := grpc.NewServer()
 	rpc.NewAdmin(srv, pool, log).Register(g)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
+	web.Start(httpapi.New(srv, httpapi.Config{Logger: log}))
 	log.Info("pgquorum node started", "version", version, "cluster", cfg.ClusterName,
-		"raft_addr", opts.RaftAdvertiseAddr, "grpc_addr", opts.GRPCAddr, "ttl", cfg.Timing.TTL)
+		"raft_addr", opts.RaftAdvertiseAddr, "grpc_addr", opts.GRPCAddr, "http_addr", cfg.HTTP.ListenAddr, "ttl", cfg.Timing.TTL)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -153,7 +161,12 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		err = fmt.Errorf("grpc server: %w", err)
 		cancel()
 		<-runErr
+	case err = <-web.Err():
+		err = fmt.Errorf("http server: %w", err)
+		cancel()
+		<-runErr
 	}
+	web.Stop(2 * time.Second)
 	stopGRPC(g, 2*time.Second)
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
