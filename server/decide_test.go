@@ -175,7 +175,9 @@ func TestDecide(t *testing.T) {
 		{"nofailover", ineligible(func(b *vb) { b.member("n3").Tags.Nofailover = true }), want{wait: "n3: nofailover"}},
 		{"priority 0", ineligible(func(b *vb) { b.member("n3").Tags.FailoverPriority = 0 }), want{wait: "n3: nofailover"}},
 		{"witness is never a candidate", ineligible(func(b *vb) { b.member("n3").Role = pb.MemberRole_MEMBER_ROLE_WITNESS }), want{wait: "no candidate: []"}},
-		{"agent not reporting", ineligible(func(b *vb) { b.v.health["n3"] = memberHealth{seen: true, age: testTiming.TTL + time.Millisecond, pg: b.h("n3")} }),
+		{"agent not reporting", ineligible(func(b *vb) {
+			b.v.health["n3"] = memberHealth{seen: true, age: testTiming.TTL + time.Millisecond, pg: b.h("n3")}
+		}),
 			want{wait: "n3: agent not reporting"}},
 		{"agent never seen", ineligible(func(b *vb) { delete(b.v.health, "n3") }), want{wait: "n3: agent not reporting"}},
 		{"stopped standby", ineligible(func(b *vb) { b.h("n3").State = pb.PgState_PG_STATE_STOPPED }), want{wait: "n3: not a running standby"}},
