@@ -376,6 +376,34 @@ func TestFailover_QuorumLossFencesThenResumes(t *testing.T) {
 	f.waitStreaming(np.MemberId, f.others(np.MemberId)...)
 }
 
+// A primary that fenced itself because the quorum was gone must take
+// writes again, at the same epoch, once the quorum is back (paused, so
+// the decider does not fail over meanwhile).
+func TestFailover_FencedPrimaryRegainsLease(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	if _, err := f.leader().Srv.SetPaused(ctx(t), true); err != nil {
+		t.Fatal(err)
+	}
+	var down []*servertest.Node
+	for _, id := range f.others(p.MemberId) {
+		down = append(down, f.node(id))
+	}
+	for _, n := range down {
+		f.c.Kill(n)
+	}
+	f.c.Eventually(tm.TTL+5*time.Second, "the primary to fence itself", func() bool {
+		return len(f.w.Accepting()) == 0
+	})
+	for _, n := range down {
+		f.restart(n)
+	}
+	np := f.waitPrimary(p.Epoch, "")
+	if np.MemberId != p.MemberId || np.Epoch != p.Epoch {
+		t.Fatalf("primary = %s at epoch %d, want %s back at epoch %d", np.MemberId, np.Epoch, p.MemberId, p.Epoch)
+	}
+}
+
 func TestFailover_AgentRestartWithinTTLKeepsPostgres(t *testing.T) {
 	f := newFO(t)
 	p := f.bootstrap()
