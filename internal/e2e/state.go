@@ -1,0 +1,208 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// State returns the committed cluster state from the first node that
+// answers (a gRPC GetState, as `ctl` does).
+func (c *Cluster) State() (*pb.ClusterState, error) {
+	var errs []error
+	for _, n := range c.Nodes {
+		if !n.running() {
+			continue
+		}
+		cl, err := c.pool.Client(n.GRPCAddr)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		st, err := cl.GetState(ctx, &pb.GetStateRequest{})
+		cancel()
+		if err == nil && st.GetIdentity().GetUuid() != "" {
+			return st, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: state %v, err %v", n.ID, st.GetIdentity(), err))
+	}
+	return nil, fmt.Errorf("no node answered GetState: %w", errors.Join(errs...))
+}
+
+// Member is one row of `ctl list -o json`: the member and, unless its
+// agent did not answer, its PostgreSQL health.
+type Member struct {
+	*pb.Member
+	Health *pb.PostgresHealth
+}
+
+// List runs `ctl list -o json` and parses it.
+func (c *Cluster) List() ([]Member, error) {
+	out, err := c.Ctl("list", "-o", "json")
+	if err != nil {
+		return nil, err
+	}
+	return parseList(out)
+}
+
+// parseList reads ctl list's JSON: an array (or, for one message, an
+// object) of members, each followed by its health when the agent answered.
+func parseList(out string) ([]Member, error) {
+	out = strings.TrimSpace(out)
+	if !strings.HasPrefix(out, "[") {
+		out = "[" + out + "]"
+	}
+	var raw []map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+		return nil, fmt.Errorf("ctl list -o json: %w\n%s", err, out)
+	}
+	var ms []Member
+	for _, obj := range raw {
+		b, _ := json.Marshal(obj)
+		if _, isMember := obj["id"]; isMember {
+			m := &pb.Member{}
+			if err := protojson.Unmarshal(b, m); err != nil {
+				return nil, fmt.Errorf("ctl list member: %w", err)
+			}
+			ms = append(ms, Member{Member: m})
+			continue
+		}
+		if len(ms) == 0 {
+			return nil, fmt.Errorf("ctl list: health before any member:\n%s", out)
+		}
+		h := &pb.PostgresHealth{}
+		if err := protojson.Unmarshal(b, h); err != nil {
+			return nil, fmt.Errorf("ctl list health: %w", err)
+		}
+		ms[len(ms)-1].Health = h
+	}
+	return ms, nil
+}
+
+// Primary returns the assigned primary and its epoch ("" when none is
+// assigned or its lease was released).
+func (c *Cluster) Primary() (string, uint64, error) {
+	st, err := c.State()
+	if err != nil {
+		return "", 0, err
+	}
+	p := st.GetPrimary()
+	if p.GetReleased() {
+		return "", p.GetEpoch(), nil
+	}
+	return p.GetMemberId(), p.GetEpoch(), nil
+}
+
+// WaitPrimary waits until a primary is assigned and its PostgreSQL
+// accepts a write, and returns it with its epoch.
+func (c *Cluster) WaitPrimary(timeout time.Duration) (string, uint64) {
+	c.t.Helper()
+	var id string
+	var epoch uint64
+	Eventually(c.t, timeout, "a writable primary", func() error {
+		var err error
+		id, epoch, err = c.Primary()
+		if err != nil {
+			return err
+		}
+		if id == "" {
+			return fmt.Errorf("no primary assigned (epoch %d)", epoch)
+		}
+		return c.writable(id)
+	})
+	return id, epoch
+}
+
+// writable checks that id's PostgreSQL takes a write.
+func (c *Cluster) writable(id string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := c.DB(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	_, err = conn.Exec(ctx, "CREATE TABLE IF NOT EXISTS e2e_probe (id int); TRUNCATE e2e_probe")
+	return err
+}
+
+// WaitHealthy waits until every running PostgreSQL member converged to
+// the current epoch: the assigned primary runs and is not in recovery,
+// every other member runs as a standby streaming from it on its
+// timeline, and no member reports an error. It returns the primary and
+// the epoch.
+func (c *Cluster) WaitHealthy(timeout time.Duration) (string, uint64) {
+	c.t.Helper()
+	var primary string
+	var epoch uint64
+	Eventually(c.t, timeout, "a healthy cluster", func() error {
+		var err error
+		primary, epoch, err = c.healthy()
+		return err
+	})
+	return primary, epoch
+}
+
+func (c *Cluster) healthy() (string, uint64, error) {
+	primary, epoch, err := c.Primary()
+	if err != nil {
+		return "", 0, err
+	}
+	if primary == "" {
+		return "", 0, errors.New("no primary")
+	}
+	ms, err := c.List()
+	if err != nil {
+		return "", 0, err
+	}
+	var tl uint32
+	for _, m := range ms {
+		if m.Id == primary && m.Health != nil {
+			tl = m.Health.Timeline
+		}
+	}
+	for _, m := range ms {
+		if m.Role != pb.MemberRole_MEMBER_ROLE_POSTGRES {
+			continue
+		}
+		h := m.Health
+		switch {
+		case h == nil:
+			return "", 0, fmt.Errorf("%s: agent did not answer", m.Id)
+		case h.State != pb.PgState_PG_STATE_RUNNING || h.Error != "":
+			return "", 0, fmt.Errorf("%s: %s %s", m.Id, h.State, h.Error)
+		case h.AppliedEpoch != epoch:
+			return "", 0, fmt.Errorf("%s: applied epoch %d, current %d", m.Id, h.AppliedEpoch, epoch)
+		case h.InRecovery != (m.Id != primary):
+			return "", 0, fmt.Errorf("%s: in_recovery=%v, primary is %s", m.Id, h.InRecovery, primary)
+		case h.Timeline != tl:
+			return "", 0, fmt.Errorf("%s: timeline %d, primary's is %d", m.Id, h.Timeline, tl)
+		}
+	}
+	return primary, epoch, c.streaming(primary)
+}
+
+// streaming checks that every other PostgreSQL member streams from
+// primary (pg_stat_replication, application_name = member ID).
+func (c *Cluster) streaming(primary string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	names, err := c.QueryStrings(ctx, primary, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
+	if err != nil {
+		return err
+	}
+	for _, id := range c.PostgresNodes() {
+		if id != primary && c.Node(id).running() && !slices.Contains(names, id) {
+			return fmt.Errorf("%s does not stream from %s (streaming: %v)", id, primary, names)
+		}
+	}
+	return nil
+}
