@@ -485,4 +485,3 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func() er
 		time.Sleep(100 * time.Millisecond)
 	}
 }
-
