@@ -44,6 +44,7 @@ grpc: {listen_addr: "127.0.0.1:$((BASE_PORT + 100 + i))"}
 http: {listen_addr: "127.0.0.1:$((BASE_PORT + 200 + i))"}
 bootstrap: {initial_cluster: [$(IFS=,; echo "${initial[*]}")]}
 timing: {profile: fast}
+tls: {insecure: true}  # loopback demo; see docs/security.md for TLS
 postgres:
   data_dir: $DEMO_DIR/pg$i
   port: $((BASE_PORT + 300 + i))
@@ -116,6 +117,7 @@ INI
   cat > "$DEMO_DIR/bouncer.yaml" <<YAML
 agent_id: demo-bouncer
 contact_lease: 3s
+tls: {insecure: true}
 pgbouncer:
   host: 127.0.0.1
   port: $PGB_PORT

@@ -34,6 +34,7 @@ raft: {bind_addr: "%s"}
 grpc: {listen_addr: "127.0.0.1:%d"}
 http: {listen_addr: "%s"}
 timing: {profile: fast}
+tls: {insecure: true}
 bootstrap: {initial_cluster: [%s=%s]}
 role: witness
 `, id, filepath.Join(dir, id), raft, freePort(t), httpAddr, id, raft)

@@ -73,6 +73,7 @@ raft: {bind_addr: "127.0.0.1:%d"}
 grpc: {listen_addr: "%s"}
 http: {listen_addr: ""}
 timing: {profile: fast}
+tls: {insecure: true}
 bootstrap: {initial_cluster: [%s]}
 `, id, filepath.Join(dir, id), raftPorts[i], grpcAddr, strings.Join(initial, ", "))
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {

@@ -173,6 +173,7 @@ func (c *Cluster) writeConfig(n *Node, opts Options, initial []string) {
 	fmt.Fprintf(&b, "cluster_name: %s\nnode_id: %s\ndata_dir: %s\n", c.Name, n.ID, n.AgentDir)
 	fmt.Fprintf(&b, "raft: {bind_addr: %q}\ngrpc: {listen_addr: %q}\nhttp: {listen_addr: %q}\n", n.RaftAddr, n.GRPCAddr, n.HTTPAddr)
 	fmt.Fprintf(&b, "timing: {profile: %s}\n", opts.Profile)
+	b.WriteString("tls: {insecure: true}\n")
 	fmt.Fprintf(&b, "bootstrap: {initial_cluster: [%s]}\n", strings.Join(initial, ", "))
 	fmt.Fprintf(&b, "log: {level: %s}\n", opts.LogLevel)
 	if n.Witness {

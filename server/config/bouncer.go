@@ -19,6 +19,7 @@ type BouncerConfig struct {
 	AgentID      string           `mapstructure:"agent_id" doc:"ID of this agent, unique among the agents of the clusters it serves. Required; [a-z0-9][a-z0-9_-]{0,62}."`
 	PgBouncer    PgBouncer        `mapstructure:"pgbouncer"`
 	Clusters     []BouncerCluster `mapstructure:"clusters" doc:"The clusters this PgBouncer routes to. At least one."`
+	TLS          TLS              `mapstructure:"tls"`
 	ContactLease time.Duration    `mapstructure:"contact_lease" doc:"How long the agent keeps routing without contact with any member of a cluster; then it fences (pauses) that cluster's databases. 500ms-1m."`
 	Log          Log              `mapstructure:"log"`
 }
@@ -160,6 +161,7 @@ func (c *BouncerConfig) Validate() error {
 			}
 		}
 	}
+	c.TLS.validate(&v)
 	if c.ContactLease < 500*time.Millisecond || c.ContactLease > time.Minute {
 		v.addf("contact_lease", "%s is outside 500ms-1m", c.ContactLease)
 	}

@@ -18,6 +18,7 @@ pgbouncer:
   port: 6432
   admin_user: pgbouncer
   include_path: ` + filepath.Join(f.dir, "pgquorum.ini") + `
+tls: {insecure: true}
 clusters:
   - name: demo
     endpoints: [127.0.0.1:7101, 127.0.0.2:7101]
@@ -33,6 +34,7 @@ func validBouncer(t *testing.T, f fixture) *BouncerConfig {
 	c.AgentID = "b1"
 	c.PgBouncer.IncludePath = filepath.Join(f.dir, "pgquorum.ini")
 	c.Clusters = []BouncerCluster{{Name: "demo", Endpoints: []string{"127.0.0.1:7101"}, Databases: []BouncerDatabase{{Name: "app"}}}}
+	c.TLS.Insecure = true
 	if err := c.Validate(); err != nil {
 		t.Fatalf("fixture invalid: %v", err)
 	}
@@ -87,7 +89,7 @@ func TestLoadBouncer_UnknownKeys(t *testing.T) {
 		if !errors.Is(err, ErrUnknownKey) {
 			t.Fatalf("want ErrUnknownKey, got %v", err)
 		}
-		wantProblem(t, err, "clusters[1].endpoint", p+":14", "did you mean clusters[1].endpoints?")
+		wantProblem(t, err, "clusters[1].endpoint", p+":15", "did you mean clusters[1].endpoints?")
 	})
 	t.Run("in a database", func(t *testing.T) {
 		p := f.write(t, "b.yml", strings.Replace(bouncerYAML(f, ""), "pool_mode:", "poolmode:", 1))

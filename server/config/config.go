@@ -31,6 +31,7 @@ type Config struct {
 	Raft        Raft      `mapstructure:"raft"`
 	GRPC        GRPC      `mapstructure:"grpc"`
 	HTTP        HTTP      `mapstructure:"http"`
+	TLS         TLS       `mapstructure:"tls"`
 	Bootstrap   Bootstrap `mapstructure:"bootstrap"`
 	Timing      Timing    `mapstructure:"timing"`
 	Postgres    Postgres  `mapstructure:"postgres"`

@@ -43,8 +43,8 @@ raft:
   bind_addr: 127.0.0.1:7001
 grpc:
   listen_addr: 127.0.0.1:7101
-http:
-  listen_addr: 127.0.0.1:8008
+http: {listen_addr: 127.0.0.1:8008}
+tls: {insecure: true}
 bootstrap:
   initial_cluster: ["n1=127.0.0.1:7001", "n2=127.0.0.2:7001", "n3=127.0.0.3:7001"]
 postgres:
@@ -74,6 +74,7 @@ func (f fixture) valid(t *testing.T) *Config {
 	c.Raft.BindAddr, c.GRPC.ListenAddr = "127.0.0.1:7001", "127.0.0.1:7101"
 	c.Bootstrap.InitialCluster = []string{"n1=127.0.0.1:7001", "n2=127.0.0.2:7001"}
 	c.Postgres.BinDir, c.Postgres.DataDir = f.bin, f.pgdata
+	c.TLS.Insecure = true
 	if err := c.Validate(); err != nil {
 		t.Fatalf("fixture config invalid: %v", err)
 	}

@@ -273,7 +273,7 @@ func TestLoad_FileSources(t *testing.T) {
 		env := []string{
 			"PGQUORUM_CLUSTER_NAME=demo", "PGQUORUM_NODE_ID=n1", "PGQUORUM_DATA_DIR=" + f.data,
 			"PGQUORUM_RAFT_BIND_ADDR=127.0.0.1:7001", "PGQUORUM_GRPC_LISTEN_ADDR=127.0.0.1:7101",
-			"PGQUORUM_POSTGRES_BIN_DIR=" + f.bin, "PGQUORUM_POSTGRES_DATA_DIR=" + f.pgdata,
+			"PGQUORUM_POSTGRES_BIN_DIR=" + f.bin, "PGQUORUM_POSTGRES_DATA_DIR=" + f.pgdata, "PGQUORUM_TLS_INSECURE=true",
 		}
 		c, err := Load("", nil, env)
 		if err != nil {
@@ -354,7 +354,7 @@ func TestLoad_WitnessFromEnv(t *testing.T) {
 		"PGQUORUM_CLUSTER_NAME=demo", "PGQUORUM_NODE_ID=w1", "PGQUORUM_DATA_DIR=" + f.data, "PGQUORUM_ROLE=witness",
 		"PGQUORUM_RAFT_BIND_ADDR=0.0.0.0:7001", "PGQUORUM_RAFT_ADVERTISE_ADDR=10.0.0.9:7001",
 		"PGQUORUM_GRPC_LISTEN_ADDR=127.0.0.1:7101", "PGQUORUM_BOOTSTRAP_JOIN=10.0.0.1:7101,10.0.0.2:7101",
-		"PGQUORUM_POSTGRES_BIN_DIR=/nope",
+		"PGQUORUM_POSTGRES_BIN_DIR=/nope", "PGQUORUM_TLS_INSECURE=true",
 	}
 	c, err := Load("", nil, env)
 	if err != nil {

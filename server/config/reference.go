@@ -102,6 +102,8 @@ flags, environment variables, the file, the defaults of the timing profile, the 
   once, and nothing is started.
 - Without a file, the configuration comes from variables and flags alone; required keys must then be set
   there.
+- TLS is required: set ` + "`tls.ca_file`, `tls.cert_file` and `tls.key_file`" + ` (see docs/security.md and
+  ` + "`scripts/gen-certs.sh`" + `), or ` + "`tls.insecure: true`" + ` explicitly for a loopback demo or a test.
 - Passwords are never logged. Prefer the ` + "`password_file`" + ` keys; a trailing newline in the file is
   ignored.
 `
@@ -161,6 +163,10 @@ pgbouncer:
   password_file: /etc/pgquorum/pgbouncer.pass
   config_path: /etc/pgbouncer/pgbouncer.ini
   include_path: /etc/pgbouncer/pgquorum.ini
+tls:
+  ca_file: /etc/pgquorum/tls/ca.pem
+  cert_file: /etc/pgquorum/tls/bouncer-a.pem
+  key_file: /etc/pgquorum/tls/bouncer-a-key.pem
 clusters:
   - name: demo
     endpoints: [10.0.0.1:7101, 10.0.0.2:7101, 10.0.0.3:7101]

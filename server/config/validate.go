@@ -33,6 +33,7 @@ func (c *Config) Validate() error {
 		v.addf("tags.failover_priority", "%d is negative; use 0 or more", c.Tags.FailoverPriority)
 	}
 	c.validateListeners(&v)
+	c.TLS.validate(&v)
 	c.validateRaft(&v)
 	c.validateBootstrap(&v)
 	c.Timing.validate(&v)
