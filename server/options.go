@@ -65,6 +65,8 @@ type Options struct {
 
 	// Transport overrides the TCP transport (tests use raft.InmemTransport).
 	Transport raft.Transport
+	// RaftTLS, when set, runs the TCP transport over mutual TLS.
+	RaftTLS *RaftTLS
 	// Dial returns a client for another member's gRPC address.
 	Dial func(addr string) (pb.AdminClient, error)
 

@@ -33,7 +33,8 @@ func (p *raftParts) close() {
 }
 
 // openRaftParts opens the Bolt log/stable store and the file snapshot
-// store under dataDir/raft, and binds the TCP transport. It never creates
+// store under dataDir/raft, and binds the TCP transport (over mutual TLS
+// when Options.RaftTLS is set). It never creates
 // or deletes anything but missing directories: a store it cannot read is an
 // error that names the file, so an operator decides what happens to it.
 func (s *Server) openRaftParts() (*raftParts, error) {
@@ -81,9 +82,18 @@ func (s *Server) openRaftParts() (*raftParts, error) {
 	}
 	timeout := 5 * o.Timing.RaftHeartbeat
 	timeout = max(time.Second, min(timeout, 10*time.Second))
-	trans, err := raft.NewTCPTransportWithConfig(o.RaftBindAddr, adv, &raft.NetworkTransportConfig{
-		MaxPool: 3, Timeout: timeout, Logger: newRaftLogger(s.log),
-	})
+	tc := &raft.NetworkTransportConfig{MaxPool: 3, Timeout: timeout, Logger: newRaftLogger(s.log)}
+	var trans *raft.NetworkTransport
+	if o.RaftTLS != nil {
+		var stream *tlsStream
+		stream, err = newTLSStream(o.RaftBindAddr, adv, o.RaftTLS, timeout)
+		if err == nil {
+			tc.Stream = stream
+			trans = raft.NewNetworkTransportWithConfig(tc)
+		}
+	} else {
+		trans, err = raft.NewTCPTransportWithConfig(o.RaftBindAddr, adv, tc)
+	}
 	if err != nil {
 		p.close()
 		return nil, fmt.Errorf("cannot listen for raft on %s: %w", o.RaftBindAddr, err)
