@@ -170,6 +170,27 @@ func TestNode_ReplicationFailover(t *testing.T) {
 			}
 			return nil
 		})
+		// With its upstream gone (no WAL receiver), a still reports the
+		// timeline it follows, not its last checkpoint's: the decider
+		// would otherwise think it is behind and never promote it.
+		dead := Upstream{Host: "127.0.0.1", Port: 1, SlotName: "pgq_a"}
+		if err := a.Start(ctx, StartOptions{Role: RoleStandby, Upstream: &dead}); err != nil {
+			t.Fatalf("repoint a to a dead upstream: %v", err)
+		}
+		eventually(t, 20*time.Second, "a without a WAL receiver still on timeline 2", func() error {
+			st, err := a.Probe(ctx)
+			if err != nil {
+				return err
+			}
+			if st.WALReceiver == "streaming" || st.Timeline != 2 {
+				return fmt.Errorf("%+v", st)
+			}
+			return nil
+		})
+		up := b.AsUpstream("pgq_a")
+		if err := a.Start(ctx, StartOptions{Role: RoleStandby, Upstream: &up}); err != nil {
+			t.Fatalf("repoint a back to b: %v", err)
+		}
 	})
 
 	t.Run("reinit", func(t *testing.T) {

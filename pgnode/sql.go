@@ -274,8 +274,15 @@ func (n *Node) Probe(ctx context.Context) (Status, error) {
 				}
 			}
 			if st.Timeline == 0 {
+				// No WAL receiver (its upstream just died, say): the
+				// newest timeline history file in pg_wal names the
+				// timeline recovery follows; the last checkpoint's may
+				// still be an older one.
 				var t int32
-				if err := c.QueryRow(ctx, "SELECT timeline_id FROM pg_control_checkpoint()").Scan(&t); err != nil {
+				if err := c.QueryRow(ctx, `SELECT greatest(
+					(SELECT timeline_id FROM pg_control_checkpoint()),
+					(SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
+					  WHERE name ~ '^[0-9A-F]{8}\.history$'))`).Scan(&t); err != nil {
 					return err
 				}
 				st.Timeline = uint32(t)
