@@ -39,7 +39,8 @@ func NewAdmin(srv *server.Server, pool *Pool, log *slog.Logger) *Admin {
 func (a *Admin) Register(g *grpc.Server) { pb.RegisterAdminServer(g, a) }
 
 // forward sends a call that this follower cannot serve to the leader,
-// once. err is the server's answer; anything but "not the leader" is
+// once, with this node's certificate and the caller's identity (see
+// forwardedMetadata). err is the server's answer; anything but "not the leader" is
 // returned as a status.
 func forward[Resp any](ctx context.Context, a *Admin, err error, call func(context.Context, pb.AdminClient) (Resp, error)) (Resp, error) {
 	var zero Resp
@@ -51,7 +52,7 @@ func forward[Resp any](ctx context.Context, a *Admin, err error, call func(conte
 	if derr != nil {
 		return zero, toStatus(err)
 	}
-	octx := metadata.AppendToOutgoingContext(ctx, forwardedKey, a.srv.NodeID())
+	octx := metadata.AppendToOutgoingContext(ctx, append([]string{forwardedKey, a.srv.NodeID()}, forwardedMetadata(ctx)...)...)
 	return call(octx, c)
 }
 
