@@ -73,6 +73,10 @@ type AgentOptions struct {
 	// PauseTimeout bounds a planned fence (PAUSE), which waits for
 	// transactions in flight; then the agent escalates to KILL. Default 5 s.
 	PauseTimeout time.Duration
+	// EmergencyPauseTimeout bounds the PAUSE tried first when fencing after
+	// a failover; then the agent KILLs. Default 300 ms; negative: KILL at
+	// once.
+	EmergencyPauseTimeout time.Duration
 }
 
 // Agent keeps one PgBouncer routed to the primaries of one or more
@@ -168,6 +172,9 @@ func NewAgent(opts AgentOptions) (*Agent, error) {
 	}
 	if opts.PauseTimeout <= 0 {
 		opts.PauseTimeout = 5 * time.Second
+	}
+	if opts.EmergencyPauseTimeout == 0 {
+		opts.EmergencyPauseTimeout = 300 * time.Millisecond
 	}
 	if opts.Tune == (TuneOptions{}) {
 		opts.Tune = DefaultTune

@@ -58,9 +58,9 @@ func TestAgent_FailoverFencesBeforeAck(t *testing.T) {
 
 	ack := h.waitJournal("ack c1 2")
 	for _, db := range []string{"app", "app2"} {
-		i := h.j.index(fmt.Sprintf("fence %s 2 emergency", db))
+		i := h.j.index(fmt.Sprintf("fence %s 2 ", db))
 		if i < 0 || i > ack {
-			t.Fatalf("%s: want fence (KILL) at epoch 2 before the ack; journal %v", db, h.j.snapshot())
+			t.Fatalf("%s: want a fence at epoch 2 before the ack; journal %v", db, h.j.snapshot())
 		}
 	}
 	// Fenced and acknowledged, but not exposed: the quorum has not exposed m2.
@@ -201,6 +201,22 @@ func TestAgent_PlannedFenceEscalatesToKill(t *testing.T) {
 	h.router.mu.Unlock()
 	q.steppingDown("m2")
 	h.waitJournal("hold app 1 emergency")
+}
+
+func TestAgent_FailoverFenceKillsWhenPauseHangs(t *testing.T) {
+	h, q := exposedCluster(t, time.Second, "app")
+	h.router.mu.Lock()
+	h.router.pauseCh = make(chan struct{}) // a COMMIT stuck on the dead primary
+	h.router.mu.Unlock()
+	start := time.Now()
+	q.assign("m2", "failover: lease of m1 (epoch 1) expired")
+	ack := h.waitJournal("ack c1 2")
+	if i := h.j.index("fence app 2 emergency"); i < 0 || i > ack {
+		t.Fatalf("want KILL at epoch 2 before the ack: %v", h.j.snapshot())
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("fence took %v", d)
+	}
 }
 
 func TestAgent_ClustersAreIndependent(t *testing.T) {

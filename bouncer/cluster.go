@@ -465,14 +465,20 @@ func (c *clusterRun) do(ctx context.Context, o op, selfFence bool) error {
 			call = r.Hold
 		}
 		log.Info("fencing", "op", o.kind.String(), "mode", o.mode.String(), "why", o.why)
-		mode := o.mode
-		if mode == FencePlanned {
-			timeout := c.a.opts.PauseTimeout
-			if selfFence {
-				// The quorum stops waiting for this agent soon: do not let a
-				// long transaction hold up the fence.
-				timeout = min(timeout, max(c.lease()/10, 50*time.Millisecond))
-			}
+		// Every fence starts with PAUSE, bounded: PgBouncer 1.18 can crash
+		// (SIGSEGV) on a RELOAD after KILL while clients retry logins
+		// against a dead server (see DESIGN.md), so KILL is kept for a
+		// PAUSE that does not finish in time.
+		timeout := c.a.opts.PauseTimeout
+		if o.mode == FenceEmergency {
+			timeout = c.a.opts.EmergencyPauseTimeout
+		}
+		if selfFence {
+			// The quorum stops waiting for this agent soon: do not let a
+			// long transaction hold up the fence.
+			timeout = min(timeout, max(c.lease()/10, 50*time.Millisecond))
+		}
+		if timeout > 0 {
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			err := call(pctx, o.db, o.epoch, FencePlanned)
 			timedOut := pctx.Err() != nil
@@ -484,13 +490,12 @@ func (c *clusterRun) do(ctx context.Context, o op, selfFence bool) error {
 				return err
 			}
 			log.Warn("PAUSE did not finish in time; escalating to KILL", "timeout", timeout, "err", err)
-			mode = FenceEmergency
 		}
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		err := call(fctx, o.db, o.epoch, mode)
+		err := call(fctx, o.db, o.epoch, FenceEmergency)
 		if err != nil {
-			log.Warn("fence failed", "op", o.kind.String(), "mode", mode.String(), "err", err)
+			log.Warn("fence failed", "op", o.kind.String(), "mode", "emergency", "err", err)
 		}
 		return err
 	}
