@@ -75,9 +75,59 @@ func (c *ctl) listCmd() *cobra.Command {
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, dash(m.PgAddr), role, state, tl, lag, pending, tagString(m.Tags))
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			return c.printBouncers(ctx, st)
 		},
 	}
+}
+
+// printBouncers adds the BOUNCER AGENTS table under `ctl list`: what the
+// leader knows of each registered agent (only the leader tracks acks).
+func (c *ctl) printBouncers(ctx context.Context, st *pb.ClusterState) error {
+	if len(st.Bouncers) == 0 {
+		return nil
+	}
+	var leader *pb.NodeStatus
+	for _, m := range st.Members {
+		cl, err := c.pool.Client(m.GrpcAddr)
+		if err != nil {
+			continue
+		}
+		cctx, cancel := context.WithTimeout(ctx, c.timeout)
+		ns, err := cl.Status(cctx, &pb.StatusRequest{})
+		cancel()
+		if err == nil && ns.RaftState == "Leader" {
+			leader = ns
+			break
+		}
+	}
+	fmt.Fprintln(c.out)
+	if leader == nil {
+		fmt.Fprintf(c.out, "BOUNCER AGENTS: %d registered; no leader answered, acks unknown\n", len(st.Bouncers))
+		return nil
+	}
+	epoch := st.Primary.GetEpoch()
+	w := c.table("BOUNCER AGENT", "ACKED EPOCH", "LAST CONTACT", "CONTACT LEASE", "STATE")
+	for _, b := range leader.Bouncers {
+		lease := time.Duration(b.ContactLeaseMs) * time.Millisecond
+		last, state := "never", "no contact"
+		if b.LastContactMs >= 0 {
+			ago := time.Duration(b.LastContactMs) * time.Millisecond
+			last = ago.Round(time.Millisecond).String() + " ago"
+			switch {
+			case ago > lease:
+				state = "lost (self-fenced)"
+			case b.AckedEpoch >= epoch:
+				state = "ok"
+			default:
+				state = fmt.Sprintf("fencing (epoch %d)", epoch)
+			}
+		}
+		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", b.Id, b.AckedEpoch, last, lease, state)
+	}
+	return w.Flush()
 }
 
 func pausedNote(st *pb.ClusterState) string {

@@ -26,7 +26,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), validateConfigCmd(), ctlCmd(), versionCmd(), guardCmd())
+	root.AddCommand(serveCmd(), validateConfigCmd(), ctlCmd(), versionCmd(), guardCmd(), bouncerCmd())
 	return root
 }
 
