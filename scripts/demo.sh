@@ -16,6 +16,8 @@ N=3
 PW=demo-secret
 PGB_PORT=$((BASE_PORT + 432))
 PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
+# The demo runs on loopback without TLS (tls.insecure in every config): ctl must be told too.
+export PGQUORUMCTL_INSECURE=true
 
 endpoints() {
   local eps=()
@@ -70,8 +72,8 @@ YAML
 Connect through PgBouncer (it always routes to the current primary):
   PGPASSWORD=$PW psql -h 127.0.0.1 -p $PGB_PORT -U postgres app
 Try:
-  $BIN ctl --endpoints $(endpoints) list
-  $BIN ctl --endpoints $(endpoints) switchover
+  $BIN ctl --insecure --endpoints $(endpoints) list
+  $BIN ctl --insecure --endpoints $(endpoints) switchover
   scripts/demo.sh failover     # kill -9 the primary host while a client writes
   scripts/demo.sh stop
 TXT

@@ -27,6 +27,7 @@ type ctl struct {
 	endpoints []string
 	output    string
 	timeout   time.Duration
+	tls       ctlTLS
 	pool      *rpc.Pool
 	out       io.Writer
 }
@@ -48,7 +49,11 @@ func ctlCmd() *cobra.Command {
 			if c.output != "table" && c.output != "json" {
 				return fmt.Errorf("-o: %q is not table or json", c.output)
 			}
-			c.pool = rpc.NewPool(nil)
+			creds, err := c.tls.credentials(cmd.Flags())
+			if err != nil {
+				return err
+			}
+			c.pool = rpc.NewPool(creds)
 			c.out = cmd.OutOrStdout()
 			return nil
 		},
@@ -62,6 +67,7 @@ func ctlCmd() *cobra.Command {
 	f.StringSliceVar(&c.endpoints, "endpoints", nil, "gRPC addresses of members, tried in turn (default $"+ctlEnv+")")
 	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
 	f.DurationVar(&c.timeout, "timeout", 5*time.Second, "timeout of each call")
+	c.tls.flags(f)
 	cmd.AddCommand(c.statusCmd(), c.membersCmd(), c.watchCmd(), c.listCmd(), c.switchoverCmd(), c.failoverCmd(),
 		c.pauseCmd(true), c.pauseCmd(false), c.historyCmd(), c.showConfigCmd(), c.editConfigCmd())
 	return cmd

@@ -47,12 +47,14 @@ type proc struct {
 type procCluster struct {
 	t     *testing.T
 	nodes []*proc
+	// ctlFlags are ctl's TLS flags for this cluster.
+	ctlFlags []string
 }
 
 func startProcCluster(t *testing.T, n int) *procCluster {
 	t.Helper()
 	dir := t.TempDir()
-	c := &procCluster{t: t}
+	c := &procCluster{t: t, ctlFlags: []string{"--insecure"}}
 	var initial []string
 	raftPorts := make([]int, n)
 	for i := range n {
@@ -142,7 +144,7 @@ func (c *procCluster) ctl(args ...string) (string, error) {
 	root := rootCmd()
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs(append([]string{"ctl", "--endpoints", c.endpoints(), "--timeout", "2s"}, args...))
+	root.SetArgs(append(append([]string{"ctl", "--endpoints", c.endpoints(), "--timeout", "2s"}, c.ctlFlags...), args...))
 	err := root.ExecuteContext(context.Background())
 	return out.String(), err
 }

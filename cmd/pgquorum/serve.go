@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/pgquorum/pgquorum/internal/mtls"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 	"github.com/pgquorum/pgquorum/rpc"
 	"github.com/pgquorum/pgquorum/rpc/httpapi"
@@ -119,12 +120,17 @@ func serverOptions(cfg *config.Config, pool *rpc.Pool, log *slog.Logger) (server
 // before Raft starts, so a node that cannot listen says so and exits at once.
 func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 	log := newLogger(cfg.Log, logOut)
-	pool := rpc.NewPool(nil)
+	bundle, err := loadTLS(cfg.TLS, mtls.RoleNode, log)
+	if err != nil {
+		return err
+	}
+	pool := rpc.NewPool(rpc.ClientCredentials(bundle))
 	defer pool.Close()
 	opts, err := serverOptions(cfg, pool, log)
 	if err != nil {
 		return err
 	}
+	opts.RaftTLS = raftTLS(bundle)
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("data_dir: %w", err)
 	}
@@ -143,13 +149,13 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		web.Stop(0)
 		return err
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(rpc.ServerOptions(bundle)...)
 	rpc.NewAdmin(srv, pool, log).Register(g)
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- g.Serve(lis) }()
 	web.Start(httpapi.New(srv, httpapi.Config{Logger: log}))
 	log.Info("pgquorum node started", "version", version, "cluster", cfg.ClusterName,
-		"raft_addr", opts.RaftAdvertiseAddr, "grpc_addr", opts.GRPCAddr, "http_addr", cfg.HTTP.ListenAddr, "ttl", cfg.Timing.TTL)
+		"raft_addr", opts.RaftAdvertiseAddr, "grpc_addr", opts.GRPCAddr, "http_addr", cfg.HTTP.ListenAddr, "ttl", cfg.Timing.TTL, "tls", bundle != nil)
 
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()

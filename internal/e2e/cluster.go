@@ -427,7 +427,7 @@ func (c *Cluster) killGuard(id string) {
 func (c *Cluster) Ctl(args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	full := append([]string{"ctl", "--endpoints", c.Endpoints(), "--timeout", "2s"}, args...)
+	full := append([]string{"ctl", "--endpoints", c.Endpoints(), "--timeout", "2s", "--insecure"}, args...)
 	out, err := exec.CommandContext(ctx, c.Bin, full...).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("pgquorum ctl %s: %w\n%s", strings.Join(args, " "), err, out)

@@ -25,15 +25,15 @@ type Bundle struct {
 func Load(caFile, certFile, keyFile string) (*Bundle, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
-		return nil, fmt.Errorf("tls.ca_file: %w", err)
+		return nil, fmt.Errorf("CA file: %w", err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("tls.ca_file: %s holds no PEM certificate", caFile)
+		return nil, fmt.Errorf("CA file %s holds no PEM certificate", caFile)
 	}
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("tls.cert_file/tls.key_file: %s, %s: %w", certFile, keyFile, err)
+		return nil, fmt.Errorf("certificate %s with key %s: %w", certFile, keyFile, err)
 	}
 	return NewBundle(pool, cert)
 }
@@ -45,7 +45,7 @@ func NewBundle(cas *x509.CertPool, cert tls.Certificate) (*Bundle, error) {
 	}
 	leaf, err := x509.ParseCertificate(cert.Certificate[0])
 	if err != nil {
-		return nil, fmt.Errorf("tls.cert_file: %w", err)
+		return nil, fmt.Errorf("certificate: %w", err)
 	}
 	inter := x509.NewCertPool()
 	for _, der := range cert.Certificate[1:] {
@@ -54,7 +54,7 @@ func NewBundle(cas *x509.CertPool, cert tls.Certificate) (*Bundle, error) {
 		}
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: cas, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return nil, fmt.Errorf("tls.cert_file: %q is not signed by tls.ca_file: %w", leaf.Subject.CommonName, err)
+		return nil, fmt.Errorf("certificate %q is not signed by the CA: %w", leaf.Subject.CommonName, err)
 	}
 	cert.Leaf = leaf
 	return &Bundle{CAs: cas, Cert: cert, Identity: IdentityOf(leaf)}, nil
