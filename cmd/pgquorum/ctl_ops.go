@@ -8,6 +8,7 @@ import (
 
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -89,23 +90,32 @@ func (c *ctl) printBouncers(ctx context.Context, st *pb.ClusterState) error {
 	if len(st.Bouncers) == 0 {
 		return nil
 	}
-	var leader *pb.NodeStatus
+	var (
+		leader *pb.NodeStatus
+		seen   []string
+	)
 	for _, m := range st.Members {
 		cl, err := c.pool.Client(m.GrpcAddr)
 		if err != nil {
+			seen = append(seen, fmt.Sprintf("%s: %v", m.Id, err))
 			continue
 		}
 		cctx, cancel := context.WithTimeout(ctx, c.timeout)
 		ns, err := cl.Status(cctx, &pb.StatusRequest{})
 		cancel()
-		if err == nil && ns.RaftState == "Leader" {
+		if err != nil {
+			seen = append(seen, fmt.Sprintf("%s: %s", m.Id, status.Convert(err).Message()))
+			continue
+		}
+		if ns.RaftState == "Leader" {
 			leader = ns
 			break
 		}
+		seen = append(seen, fmt.Sprintf("%s: %s", m.Id, ns.RaftState))
 	}
 	fmt.Fprintln(c.out)
 	if leader == nil {
-		fmt.Fprintf(c.out, "BOUNCER AGENTS: %d registered; no leader answered, acks unknown\n", len(st.Bouncers))
+		fmt.Fprintf(c.out, "BOUNCER AGENTS: %d registered; no leader answered (%s), acks unknown\n", len(st.Bouncers), strings.Join(seen, "; "))
 		return nil
 	}
 	epoch := st.Primary.GetEpoch()
