@@ -31,6 +31,12 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 	// restart inside the ttl never stops PostgreSQL (invariant 8).
 	validUntil := time.Now().Add(t.TTL)
 	var epoch uint64
+	// Renew as soon as the FSM shows this node primary (a restarted agent
+	// learns it when the leader's first heartbeat arrives), not a tick
+	// later.
+	_, sub := a.s.fsm.Subscribe(^uint64(0), 16)
+	defer func() { sub.Close() }()
+	defer a.finalRenewal(&validUntil)
 	for {
 		st := a.s.fsm.State()
 		p := st.Primary
@@ -78,8 +84,42 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+		case _, ok := <-sub.C:
+			if !ok {
+				_, sub = a.s.fsm.Subscribe(^uint64(0), 16)
+			}
 		}
 	}
+}
+
+// finalRenewal runs when the agent stops (SIGTERM for a restart or an
+// upgrade): one last renewal re-arms the fence guard with a full lease, so
+// the next agent has the whole ttl minus the safety margin to come back
+// before PostgreSQL is fenced.
+func (a *actuator) finalRenewal(validUntil *time.Time) {
+	st := a.s.fsm.State()
+	p := st.Primary
+	if p.GetMemberId() != a.s.opts.NodeID || p.GetReleased() || a.releasedEpoch() == p.GetEpoch() || a.isFenced() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.s.opts.Timing.RetryTimeout)
+	defer cancel()
+	sent := time.Now()
+	if err := a.renew(ctx, p.Epoch); err != nil {
+		a.log.Warn("final lease renewal before stopping failed", "err", err)
+		return
+	}
+	*validUntil = sent.Add(a.s.opts.Timing.TTL)
+	a.noteLease(p.Epoch, sent)
+	a.armGuard(validUntil.Add(-a.s.opts.Timing.SafetyMargin))
+	a.log.Info("agent stopping: lease renewed and fence guard armed for the next agent",
+		"epoch", p.Epoch, "fence_in", time.Until(validUntil.Add(-a.s.opts.Timing.SafetyMargin)).Round(time.Millisecond))
+}
+
+func (a *actuator) isFenced() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.fenced
 }
 
 // armGuard tells the fence guard to kill the postmaster at fenceAt unless
@@ -87,10 +127,14 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 // or hangs (a SIGSTOPped agent cannot fence itself).
 func (a *actuator) armGuard(fenceAt time.Time) {
 	g := a.s.opts.Guard
-	proc := a.pg.Process()
-	if g == nil || proc.State != pgnode.ProcessRunning || proc.PID <= 1 {
+	if g == nil {
 		return
 	}
+	pid := a.postmasterPID()
+	if pid <= 1 {
+		return
+	}
+	proc := pgnode.ProcessInfo{PID: pid}
 	if err := g.Arm(proc.PID, max(time.Until(fenceAt), 0)); err != nil {
 		a.log.Warn("fence guard not armed", "err", err)
 		return
@@ -98,6 +142,23 @@ func (a *actuator) armGuard(fenceAt time.Time) {
 	a.mu.Lock()
 	a.guardArmed, a.guardPID = true, proc.PID
 	a.mu.Unlock()
+}
+
+// postmasterPID is the running postmaster's PID: the one this agent
+// started or adopted, or, right after an agent restart and before the
+// converge loop adopted it, the one postmaster.pid names. The guard must
+// be re-armed at the first renewal, not after adoption, or the previous
+// agent's deadline runs out during the restart.
+func (a *actuator) postmasterPID() int {
+	if proc := a.pg.Process(); proc.State == pgnode.ProcessRunning {
+		return proc.PID
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), a.s.opts.Timing.RetryTimeout)
+	defer cancel()
+	if info, err := a.pg.Inspect(ctx); err == nil && info.Running {
+		return info.PostmasterPID
+	}
+	return 0
 }
 
 // ensureGuard arms the fence guard for a postmaster that began taking

@@ -97,7 +97,12 @@ func (s *Server) Switchover(ctx context.Context, req *pb.SwitchoverRequest) (*pb
 		}
 	}
 	if err := checkCandidate(v, req.Candidate); err != nil {
-		return nil, err
+		// Heartbeats may be a loop behind (a member that just started):
+		// ask the candidates themselves before refusing.
+		s.probeMembers(ctx, postgresMembers(st))
+		if v = s.currentView(); checkCandidate(v, req.Candidate) != nil {
+			return nil, err
+		}
 	}
 	sw := &pb.Switchover{From: p.MemberId, To: req.Candidate, Epoch: p.Epoch,
 		ScheduledAtUnixMs: req.ScheduledAtUnixMs, RequestedAtUnixMs: time.Now().UnixMilli()}
@@ -182,4 +187,15 @@ func (s *Server) Options() Options { return s.opts }
 func (s *Server) LeaseAge() time.Duration {
 	st := s.fsm.State()
 	return s.lease.age(st.Primary.GetEpoch(), st.Primary.GetLeaseSeq(), time.Now())
+}
+
+// postgresMembers lists the IDs of the members that run PostgreSQL.
+func postgresMembers(st *pb.ClusterState) []string {
+	var ids []string
+	for _, m := range st.Members {
+		if m.Role == pb.MemberRole_MEMBER_ROLE_POSTGRES {
+			ids = append(ids, m.Id)
+		}
+	}
+	return ids
 }

@@ -112,7 +112,38 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	cancel()
 	wg.Wait()
+	if err == nil {
+		s.handOverLeadership()
+	}
 	return err
+}
+
+// handOverLeadership moves Raft leadership to another voter before a
+// graceful stop, so a restart (or upgrade) of this agent costs no election
+// and the other nodes keep committing, and this node's own restart
+// catches up at once.
+func (s *Server) handOverLeadership() {
+	if !s.IsLeader() {
+		return
+	}
+	cf := s.raft.GetConfiguration()
+	if cf.Error() != nil {
+		return
+	}
+	voters := 0
+	for _, srv := range cf.Configuration().Servers {
+		if srv.Suffrage == raft.Voter {
+			voters++
+		}
+	}
+	if voters < 2 {
+		return
+	}
+	if err := s.raft.LeadershipTransfer().Error(); err != nil {
+		s.log.Warn("leadership transfer before stopping failed", "err", err)
+		return
+	}
+	s.log.Info("leadership handed over before stopping")
 }
 
 // fail ends Run with err.
