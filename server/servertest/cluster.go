@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+	"github.com/pgquorum/pgquorum/internal/mtls"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 	"github.com/pgquorum/pgquorum/rpc"
 	"github.com/pgquorum/pgquorum/server"
@@ -41,7 +42,8 @@ type Node struct {
 	Srv      *server.Server
 
 	trans  *raft.InmemTransport
-	pool   *rpc.Pool // this node's outgoing gRPC, subject to partitions
+	tls    *mtls.Bundle // set by NewTLS: Raft over TCP and gRPC with mutual TLS
+	pool   *rpc.Pool    // this node's outgoing gRPC, subject to partitions
 	grpc   *grpc.Server
 	cancel context.CancelFunc
 	done   chan error
@@ -133,8 +135,10 @@ func (c *Cluster) AddNode(id string, joinVia ...*Node) *Node {
 // Start runs a node (again, after Kill) with its current options and data.
 func (c *Cluster) Start(n *Node) {
 	c.t.Helper()
-	_, n.trans = raft.NewInmemTransport(raft.ServerAddress(n.RaftAddr))
-	n.Opts.Transport = n.trans
+	if n.tls == nil {
+		_, n.trans = raft.NewInmemTransport(raft.ServerAddress(n.RaftAddr))
+		n.Opts.Transport = n.trans
+	}
 	n.Opts.RaftAdvertiseAddr = n.RaftAddr
 	srv, err := server.New(n.Opts)
 	if err != nil {
@@ -144,7 +148,7 @@ func (c *Cluster) Start(n *Node) {
 	if err != nil {
 		c.t.Fatalf("listen %s: %v", n.GRPCAddr, err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(rpc.ServerOptions(n.tls)...)
 	rpc.NewAdmin(srv, n.pool, n.Opts.Logger).Register(g)
 	go func() { _ = g.Serve(lis) }()
 	ctx, cancel := context.WithCancel(context.Background())
