@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
@@ -268,6 +266,3 @@ func statusMap(r AgentRouter, dbs []DatabaseSpec) map[string]Status {
 	}
 	return m
 }
-
-// sortedKeys is used in logs.
-func sortedKeys[V any](m map[string]V) []string { return slices.Sorted(maps.Keys(m)) }

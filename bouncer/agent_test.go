@@ -296,3 +296,20 @@ func TestNewAgent_RejectsBadOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestAgent_RefusesAnotherClustersMember(t *testing.T) {
+	h := newAgentHarness(t)
+	q := h.quorum("other", "e1")
+	q.member("m1", "10.0.0.1:5432")
+	q.assign("m1", "bootstrap")
+	q.expose()
+	h.start(time.Second, spec("c1", []string{"e1"}, "app"))
+	waitFor(t, 5*time.Second, "an error in the status", func() bool { return h.status("c1").Err != "" })
+	time.Sleep(100 * time.Millisecond)
+	if n := h.j.count("expose"); n != 0 {
+		t.Fatalf("routed to another cluster's primary: %v", h.j.snapshot())
+	}
+	if s := h.status("c1"); s.Primary != "" || !s.LastContact.IsZero() {
+		t.Fatalf("status %+v", s)
+	}
+}

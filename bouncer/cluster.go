@@ -122,11 +122,6 @@ func (c *clusterRun) watchLoop(ctx context.Context) {
 	}
 }
 
-var (
-	errLagging      = errors.New("watch lags behind the leader")
-	errWrongCluster = errors.New("member belongs to another cluster")
-)
-
 // watchOnce runs one Watch stream until it fails. got reports whether any
 // event arrived.
 func (c *clusterRun) watchOnce(ctx context.Context, ep string, fromZero bool) (got bool, err error) {
@@ -193,7 +188,7 @@ func (c *clusterRun) watchOnce(ctx context.Context, ep string, fromZero bool) (g
 		}
 		if snap := ev.GetSnapshot(); snap != nil {
 			if name := snap.GetIdentity().GetName(); name != "" && name != c.spec.Name {
-				return got, fmt.Errorf("%s: %w: it serves %q", ep, errWrongCluster, name)
+				return got, fmt.Errorf("%s: %w: it serves %q", ep, ErrWrongCluster, name)
 			}
 		} else if local != nil && ev.Index <= local.Index {
 			continue // already applied

@@ -8,6 +8,10 @@
 // timers. Rationale and measured behaviour of PgBouncer 1.18 are in
 // DESIGN.md in this directory.
 //
-// The package does not import the server, FSM, RPC or pgnode packages; the
-// agent that consumes Watch streams calls it.
+// Agent is the `pgquorum bouncer` agent: per cluster it watches the
+// quorum's state, heartbeats with the newest epoch it has fenced for, and
+// drives the Router (fence before acknowledging, expose only once the quorum
+// exposed the primary, pause on lost contact). The package imports proto and
+// fsm (for ApplyEvent) but not the server, RPC or pgnode packages; member
+// clients come from a Dial function.
 package bouncer

@@ -23,6 +23,11 @@ var (
 	ErrInvalidSetting = errors.New("invalid setting")
 	// ErrAdminClosed: the Admin was closed.
 	ErrAdminClosed = errors.New("admin console closed")
+	// ErrWrongCluster: a configured endpoint serves another cluster.
+	ErrWrongCluster = errors.New("member belongs to another cluster")
+
+	// errLagging ends a watch stream that stays behind the leader's epoch.
+	errLagging = errors.New("watch lags behind the leader")
 )
 
 // StaleEpochError reports an ignored request. It matches ErrStaleEpoch.

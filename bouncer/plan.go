@@ -78,8 +78,10 @@ type planOutput struct {
 //
 //   - No contact with the quorum for longer than the contact lease: hold
 //     (PAUSE) every database that still routes anywhere (self-fence).
-//   - The watch lags behind an epoch the leader reported: fence everything
-//     older than that epoch, expose nothing.
+//   - The watch lags behind an epoch the leader reported (for longer than a
+//     grace period): fence everything older than that epoch, expose nothing.
+//     Within the grace period, and before the first heartbeat succeeded:
+//     fence what is older than the local epoch, expose and hold nothing.
 //   - The primary of the newest epoch E is exposed, running (not released,
 //     not stepping down): fence what routes to an older epoch, then expose
 //     E's member.
