@@ -90,8 +90,8 @@ func TestRouter_EmergencyFailoverRecovers(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.slow && os.Getenv("PGQUORUM_SLOW_TESTS") == "" {
-				t.Skip("comparison run; set PGQUORUM_SLOW_TESTS=1")
+			if tc.slow && os.Getenv("PGQUORUMTEST_SLOW") == "" {
+				t.Skip("comparison run; set PGQUORUMTEST_SLOW=1")
 			}
 			emergencyFailover(t, tc.tune, tc.limit)
 		})

@@ -452,7 +452,7 @@ func (c *Cluster) cleanup() {
 	if c.t.Failed() {
 		c.DumpLogs()
 	}
-	if os.Getenv("PGQUORUM_E2E_KEEP") == "" {
+	if os.Getenv("PGQUORUME2E_KEEP") == "" {
 		_ = os.RemoveAll(c.Base)
 	} else {
 		c.t.Logf("e2e: kept %s", c.Base)

@@ -15,7 +15,7 @@ import (
 )
 
 // BinEnv names a prebuilt pgquorum binary to use instead of building one.
-const BinEnv = "PGQUORUM_E2E_BIN"
+const BinEnv = "PGQUORUME2E_BIN"
 
 var (
 	buildOnce sync.Once
@@ -24,7 +24,7 @@ var (
 	binDir    string
 )
 
-// Binary returns the path of the pgquorum binary: $PGQUORUM_E2E_BIN, or a
+// Binary returns the path of the pgquorum binary: $PGQUORUME2E_BIN, or a
 // plain `go build` of ./cmd/pgquorum made once per test process.
 func Binary(t testing.TB) string {
 	t.Helper()
