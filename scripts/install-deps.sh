@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-deps.sh — make sure this machine has what pgquorum's tests and demo
 # run: PostgreSQL 15 and PgBouncer from Debian's packages (plus iptables and
-# iproute2 for the fault tests). Idempotent: installs only what is missing.
+# iproute2 for the fault tests, openssl for scripts/gen-certs.sh). Idempotent: installs only what is missing.
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -11,6 +11,7 @@ command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || need+=(pgb
 command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 
 if [ ${#need[@]} -eq 0 ]; then
   echo "install-deps: PostgreSQL 15, PgBouncer and tools already present"
