@@ -174,4 +174,3 @@ func ClientCredentials(b *mtls.Bundle) credentials.TransportCredentials {
 	}
 	return credentials.NewTLS(b.ClientConfig())
 }
-

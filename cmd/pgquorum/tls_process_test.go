@@ -235,4 +235,3 @@ bootstrap: {initial_cluster: [%s]}
 		t.Fatalf("n1 does not say it runs mutual TLS:\n%s", c.nodes[0].log.String())
 	}
 }
-
