@@ -81,7 +81,10 @@ func TestAgent_SwitchoverPausesOnSteppingDown(t *testing.T) {
 	h, q := exposedCluster(t, time.Second, "app")
 	q.steppingDown("m2")
 	h.waitJournal("hold app 1 planned")
-	if s := h.status("c1"); !s.Fenced || s.Acked != 1 {
+	// Held for the switchover: the agent tells the decider the old primary
+	// may stop by acknowledging the next epoch.
+	h.waitJournal("ack c1 2")
+	if s := h.status("c1"); !s.Fenced || s.Acked != 2 {
 		t.Fatalf("status after stepping down: %+v", s)
 	}
 	q.release()

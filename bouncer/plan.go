@@ -116,7 +116,7 @@ func plan(in planInput) planOutput {
 	}
 	out.epoch = epoch
 	sw := in.st.GetSwitchover()
-	stepping := sw != nil && sw.SteppingDown && sw.Epoch == epoch
+	stepping := sw != nil && (sw.SteppingDown || sw.Draining) && sw.Epoch == epoch
 	mode, why := fenceMode(in.st, epoch)
 	var route Route
 	want := p.Exposed && !p.Released && !stepping
@@ -174,6 +174,12 @@ func plan(in planInput) planOutput {
 	if want {
 		out.expose = p.MemberId
 	}
+	if stepping && out.problem == "" {
+		// Paused for a switchover: acknowledge the next epoch, which
+		// tells the decider the old primary may stop without a client
+		// seeing it (ackable holds once every database is held).
+		out.epoch = epoch + 1
+	}
 	return out
 }
 
@@ -186,7 +192,7 @@ func fenceMode(st *pb.ClusterState, epoch uint64) (FenceMode, string) {
 			return FencePlanned, fmt.Sprintf("epoch %d: %s", epoch, h.Reason)
 		}
 	}
-	if sw := st.GetSwitchover(); sw != nil && sw.SteppingDown && sw.Epoch+1 == epoch {
+	if sw := st.GetSwitchover(); sw != nil && (sw.SteppingDown || sw.Draining) && sw.Epoch+1 == epoch {
 		return FencePlanned, fmt.Sprintf("epoch %d: switchover from %s", epoch, sw.From)
 	}
 	reason := "failover"

@@ -85,10 +85,14 @@ func TestPlan_Rules(t *testing.T) {
 		{name: "exposed at a new epoch while routed to the old: fence, then expose",
 			st: planState("m2", 2, both(exposed, history("failover"))), dbs: map[string]Status{"app": exposedAt(1, 1)},
 			want: []string{"fence app 2 emergency", "expose app 2 10.0.0.2"}, wantEpoch: 2},
-		{name: "stepping down: hold at the current epoch",
+		{name: "stepping down: hold at the current epoch, then acknowledge the next",
 			st: planState("m1", 1, both(exposed, func(st *pb.ClusterState) {
 				st.Switchover = &pb.Switchover{From: "m1", Epoch: 1, SteppingDown: true}
-			})), dbs: map[string]Status{"app": exposedAt(1, 1)}, want: []string{"hold app 1 planned"}, wantEpoch: 1},
+			})), dbs: map[string]Status{"app": exposedAt(1, 1)}, want: []string{"hold app 1 planned"}, wantEpoch: 2},
+		{name: "draining for a switchover: hold, then acknowledge the next epoch",
+			st: planState("m1", 1, both(exposed, func(st *pb.ClusterState) {
+				st.Switchover = &pb.Switchover{From: "m1", Epoch: 1, Draining: true}
+			})), dbs: map[string]Status{"app": exposedAt(1, 1)}, want: []string{"hold app 1 planned"}, wantEpoch: 2},
 		{name: "switchover requested, not stepping down yet: nothing",
 			st: planState("m1", 1, both(exposed, func(st *pb.ClusterState) {
 				st.Switchover = &pb.Switchover{From: "m1", Epoch: 1}

@@ -99,19 +99,7 @@ func decideExpose(v view) decision {
 	if h == nil || h.AppliedEpoch != p.Epoch || h.State != pb.PgState_PG_STATE_RUNNING || h.InRecovery {
 		return decision{wait: fmt.Sprintf("expose waits for %s to run as primary of epoch %d", p.MemberId, p.Epoch)}
 	}
-	var waiting []string
-	for _, b := range v.st.Bouncers {
-		lease := time.Duration(b.ContactLeaseMs)*time.Millisecond + v.timing.SafetyMargin
-		a, ok := v.acks[b.Id]
-		switch {
-		case ok && a.epoch >= p.Epoch:
-		case ok && v.now.Sub(a.at) > lease:
-		case !ok && v.sinceLeader > lease:
-		default:
-			waiting = append(waiting, b.Id)
-		}
-	}
-	if len(waiting) > 0 {
+	if waiting := v.bouncersBehind(p.Epoch); len(waiting) > 0 {
 		return decision{wait: fmt.Sprintf("expose of %s (epoch %d) waits for bouncer agents %v to fence", p.MemberId, p.Epoch, waiting)}
 	}
 	return decision{cmd: &pb.ExposePrimary{Epoch: p.Epoch}, reason: fmt.Sprintf("expose %s (epoch %d): every bouncer agent fenced", p.MemberId, p.Epoch)}
@@ -326,6 +314,32 @@ func decideSwitchover(v view) decision {
 		return decision{wait: "switchover waits: " + why}
 	}
 	next := proto.Clone(sw).(*pb.Switchover)
+	if !sw.Draining && len(v.st.Bouncers) > 0 {
+		next.Draining = true
+		return decision{cmd: &pb.SetSwitchover{Switchover: next}, reason: fmt.Sprintf("switchover: bouncer agents drain %s", sw.From)}
+	}
+	if waiting := v.bouncersBehind(sw.Epoch + 1); len(waiting) > 0 {
+		return decision{wait: fmt.Sprintf("switchover waits for bouncer agents %v to pause %s", waiting, sw.From)}
+	}
 	next.SteppingDown = true
 	return decision{cmd: &pb.SetSwitchover{Switchover: next}, reason: fmt.Sprintf("switchover: %s steps down", sw.From)}
+}
+
+// bouncersBehind lists the registered bouncer agents that have not
+// acknowledged epoch and are still within their contact lease (plus the
+// safety margin): the ones a change must wait for.
+func (v *view) bouncersBehind(epoch uint64) []string {
+	var waiting []string
+	for _, b := range v.st.Bouncers {
+		lease := time.Duration(b.ContactLeaseMs)*time.Millisecond + v.timing.SafetyMargin
+		a, ok := v.acks[b.Id]
+		switch {
+		case ok && a.epoch >= epoch:
+		case ok && v.now.Sub(a.at) > lease:
+		case !ok && v.sinceLeader > lease:
+		default:
+			waiting = append(waiting, b.Id)
+		}
+	}
+	return waiting
 }

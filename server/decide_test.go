@@ -209,6 +209,26 @@ func TestDecide(t *testing.T) {
 		{"switchover due: primary steps down", newVB().with(exposed).with(func(b *vb) {
 			b.v.st.Switchover = &pb.Switchover{From: "n1", To: "n3", Epoch: 3, ScheduledAtUnixMs: t0.Add(-time.Second).UnixMilli()}
 		}), want{cmd: setSw, reason: "n1 steps down"}},
+		{"switchover due with a bouncer agent: agents drain first", newVB().with(exposed).with(func(b *vb) {
+			b.v.st.Switchover = &pb.Switchover{From: "n1", To: "n3", Epoch: 3}
+			b.v.st.Bouncers = []*pb.BouncerAgent{{Id: "b1", ContactLeaseMs: 5000}}
+			b.v.acks = map[string]bouncerAck{"b1": {epoch: 3, at: t0}}
+		}), want{cmd: setSw, reason: "bouncer agents drain n1"}},
+		{"draining: waits until the agent paused (acknowledged epoch+1)", newVB().with(exposed).with(func(b *vb) {
+			b.v.st.Switchover = &pb.Switchover{From: "n1", To: "n3", Epoch: 3, Draining: true}
+			b.v.st.Bouncers = []*pb.BouncerAgent{{Id: "b1", ContactLeaseMs: 5000}}
+			b.v.acks = map[string]bouncerAck{"b1": {epoch: 3, at: t0}}
+		}), want{wait: "to pause n1"}},
+		{"draining done: primary steps down", newVB().with(exposed).with(func(b *vb) {
+			b.v.st.Switchover = &pb.Switchover{From: "n1", To: "n3", Epoch: 3, Draining: true}
+			b.v.st.Bouncers = []*pb.BouncerAgent{{Id: "b1", ContactLeaseMs: 5000}}
+			b.v.acks = map[string]bouncerAck{"b1": {epoch: 4, at: t0}}
+		}), want{cmd: setSw, reason: "n1 steps down"}},
+		{"draining: a silent agent past its contact lease is not waited for", newVB().with(exposed).with(func(b *vb) {
+			b.v.st.Switchover = &pb.Switchover{From: "n1", To: "n3", Epoch: 3, Draining: true}
+			b.v.st.Bouncers = []*pb.BouncerAgent{{Id: "b1", ContactLeaseMs: 5000}}
+			b.v.acks = map[string]bouncerAck{"b1": {epoch: 3, at: t0.Add(-7 * time.Second)}}
+		}), want{cmd: setSw, reason: "n1 steps down"}},
 		{"switchover of an older epoch: ignored", newVB().with(exposed).with(func(b *vb) {
 			b.v.st.Switchover = &pb.Switchover{From: "n0", Epoch: 2}
 		}), want{}},

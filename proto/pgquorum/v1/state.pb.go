@@ -822,7 +822,11 @@ type Switchover struct {
 	RequestedAtUnixMs int64 `protobuf:"varint,5,opt,name=requested_at_unix_ms,json=requestedAtUnixMs,proto3" json:"requested_at_unix_ms,omitempty"`
 	// stepping_down is set when the switchover started: the primary stops
 	// its Postgres and releases its lease.
-	SteppingDown  bool `protobuf:"varint,6,opt,name=stepping_down,json=steppingDown,proto3" json:"stepping_down,omitempty"`
+	SteppingDown bool `protobuf:"varint,6,opt,name=stepping_down,json=steppingDown,proto3" json:"stepping_down,omitempty"`
+	// draining comes first: bouncer agents pause the cluster's databases
+	// (clients wait) and acknowledge epoch+1; the primary steps down only
+	// once every agent did, so no client sees the old primary stop.
+	Draining      bool `protobuf:"varint,7,opt,name=draining,proto3" json:"draining,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -895,6 +899,13 @@ func (x *Switchover) GetRequestedAtUnixMs() int64 {
 func (x *Switchover) GetSteppingDown() bool {
 	if x != nil {
 		return x.SteppingDown
+	}
+	return false
+}
+
+func (x *Switchover) GetDraining() bool {
+	if x != nil {
+		return x.Draining
 	}
 	return false
 }
@@ -1984,7 +1995,7 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12(\n" +
 	"\x10contact_lease_ms\x18\x02 \x01(\x03R\x0econtactLeaseMs\x121\n" +
 	"\x15registered_at_unix_ms\x18\x03 \x01(\x03R\x12registeredAtUnixMs\x12\x1c\n" +
-	"\tdatabases\x18\x04 \x03(\tR\tdatabases\"\xcd\x01\n" +
+	"\tdatabases\x18\x04 \x03(\tR\tdatabases\"\xe9\x01\n" +
 	"\n" +
 	"Switchover\x12\x12\n" +
 	"\x04from\x18\x01 \x01(\tR\x04from\x12\x0e\n" +
@@ -1992,7 +2003,8 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12/\n" +
 	"\x14scheduled_at_unix_ms\x18\x04 \x01(\x03R\x11scheduledAtUnixMs\x12/\n" +
 	"\x14requested_at_unix_ms\x18\x05 \x01(\x03R\x11requestedAtUnixMs\x12#\n" +
-	"\rstepping_down\x18\x06 \x01(\bR\fsteppingDown\"W\n" +
+	"\rstepping_down\x18\x06 \x01(\bR\fsteppingDown\x12\x1a\n" +
+	"\bdraining\x18\a \x01(\bR\bdraining\"W\n" +
 	"\tSyncState\x12\x14\n" +
 	"\x05epoch\x18\x01 \x01(\x04R\x05epoch\x12\x18\n" +
 	"\amembers\x18\x02 \x03(\tR\amembers\x12\x1a\n" +
