@@ -4,7 +4,7 @@ BIN       ?= bin/pgquorum
 PKGS      ?= ./...
 PROTO_DIR := proto
 
-.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop
+.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop bench-failover bench-switchover
 
 all: build
 
@@ -55,3 +55,15 @@ demo-failover:
 
 demo-stop:
 	scripts/demo.sh stop
+
+## bench-failover: kill the primary host N times behind PgBouncer (TRIALS, PROFILE)
+TRIALS  ?= 5
+PROFILE ?= default
+bench-failover: deps
+	PGQUORUMBENCH=failover PGQUORUMBENCH_TRIALS=$(TRIALS) PGQUORUMBENCH_PROFILE=$(PROFILE) \
+	  $(GO) test -count=1 -timeout 60m -run '^TestBenchFailover$$' -v ./internal/e2e/ | grep -E 'trial|FAILOVER|FAIL|ok|PASS'
+
+## bench-switchover: N planned switchovers under load through PgBouncer
+bench-switchover: deps
+	PGQUORUMBENCH=switchover PGQUORUMBENCH_TRIALS=$(TRIALS) PGQUORUMBENCH_PROFILE=$(PROFILE) \
+	  $(GO) test -count=1 -timeout 60m -run '^TestBenchSwitchover$$' -v ./internal/e2e/ | grep -E 'trial|SWITCHOVER|FAIL|ok|PASS'
