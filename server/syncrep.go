@@ -158,4 +158,3 @@ func sortedCopy(s []string) []string {
 	sort.Strings(c)
 	return c
 }
-
