@@ -420,11 +420,10 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 			return nil // the primary has not initialized the cluster yet
 		}
 		a.setPhase(pb.PgState_PG_STATE_CLONING)
-		a.log.Info("cloning from primary", "primary", p.MemberId, "epoch", p.Epoch)
-		err := a.pg.CloneFrom(ctx, up)
+		err := a.clone(ctx, st, up)
 		a.setPhase(pb.PgState_PG_STATE_UNKNOWN)
 		if err != nil {
-			return fmt.Errorf("clone from %s: %w", p.MemberId, err)
+			return err
 		}
 		info, err = a.pg.Inspect(ctx)
 		if err != nil {
@@ -446,6 +445,33 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 	}
 	a.markApplied(p.Epoch)
 	return a.applyParameters(ctx, st)
+}
+
+// clone creates this node's data directory: from a member tagged
+// clonefrom when there is one (to spare the primary), else, or if that
+// fails, from the primary.
+func (a *actuator) clone(ctx context.Context, st *pb.ClusterState, primary pgnode.Upstream) error {
+	for _, m := range st.Members {
+		if m.Id == a.s.opts.NodeID || m.Id == st.Primary.MemberId || !m.Tags.GetClonefrom() || m.Role != pb.MemberRole_MEMBER_ROLE_POSTGRES {
+			continue
+		}
+		src, err := upstreamOf(m, a.s.opts.NodeID)
+		if err != nil {
+			continue
+		}
+		src.SlotName = "" // slots live on the primary only
+		a.log.Info("cloning from a clonefrom member", "source", m.Id)
+		err = a.pg.CloneFrom(ctx, src)
+		if err == nil {
+			return nil
+		}
+		a.log.Warn("clone from clonefrom member failed; cloning from the primary", "source", m.Id, "err", err)
+	}
+	a.log.Info("cloning from primary", "primary", st.Primary.MemberId, "epoch", st.Primary.Epoch)
+	if err := a.pg.CloneFrom(ctx, primary); err != nil {
+		return fmt.Errorf("clone from %s: %w", st.Primary.MemberId, err)
+	}
+	return nil
 }
 
 // rejoin turns a former primary into a standby of up: stop, pg_rewind,
