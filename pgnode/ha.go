@@ -12,9 +12,9 @@ import (
 )
 
 // Promote turns the running standby into a primary: pg_promote(true,
-// PromoteTimeout), then clears the standby settings and runs CHECKPOINT so
-// the new timeline is in pg_control (pg_rewind against a source that has
-// not checkpointed since promotion wrongly finds "no rewind required").
+// PromoteTimeout), then clears the standby settings. (pg_rewind against a
+// source that has not checkpointed since promotion wrongly finds "no rewind
+// required": Rewind runs CHECKPOINT on its source for that.)
 // Promoting a primary is a no-op. The new primary uses the
 // synchronous_standby_names in its files: set it with
 // SetSynchronousStandbys before promoting.
@@ -48,13 +48,10 @@ func (n *Node) Promote(ctx context.Context) error {
 	if _, err := n.writeRecoveryConf(nil); err != nil {
 		return err
 	}
-	if err := n.setStandbySignal(false); err != nil {
-		return err
-	}
-	if err := n.checkpoint(ctx, n.cfg.PromoteTimeout); err != nil {
-		return fmt.Errorf("checkpoint after promotion of %s: %w", n.cfg.DataDir, err)
-	}
-	return nil
+	// No CHECKPOINT here: it would hold up the new primary's first writes
+	// by a full checkpoint. pg_rewind needs the new timeline in
+	// pg_control, and Rewind runs CHECKPOINT on its source first.
+	return n.setStandbySignal(false)
 }
 
 // Demote makes the server a standby of up: a running primary is stopped

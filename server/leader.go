@@ -67,6 +67,10 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	s.bouncers.reset(time.Now())
 	tick := time.NewTicker(s.opts.Timing.LoopWait)
 	defer tick.Stop()
+	// Every committed change may unblock a decision (a released lease, a
+	// requested switchover): decide at once rather than at the next tick.
+	_, sub := s.fsm.Subscribe(^uint64(0), 64)
+	defer func() { sub.Close() }()
 	established := false
 	d := &decider{}
 	for {
@@ -88,6 +92,10 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			return
 		case <-tick.C:
 		case <-s.leaderWake:
+		case _, ok := <-sub.C:
+			if !ok {
+				_, sub = s.fsm.Subscribe(^uint64(0), 64)
+			}
 		}
 	}
 }
