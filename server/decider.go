@@ -54,6 +54,12 @@ func (s *Server) decideOnce(ctx context.Context, d *decider) {
 	if dec.cmd == nil && len(dec.probe) > 0 {
 		s.probeMembers(ctx, dec.probe)
 		dec = decide(s.currentView())
+		if dec.cmd == nil && len(dec.probe) > 0 {
+			// Waiting on a member's progress (a switchover candidate
+			// replaying the old primary's last WAL): look again soon
+			// rather than at the next tick.
+			time.AfterFunc(50*time.Millisecond, s.wakeLeader)
+		}
 	}
 	if dec.cmd == nil {
 		if dec.wait != d.lastWait && dec.wait != "" {
