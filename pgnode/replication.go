@@ -106,15 +106,18 @@ func (n *Node) SetSynchronousStandbys(ctx context.Context, names []string, count
 	if !n.running() {
 		return nil
 	}
-	if err := n.reloadLocked(ctx); err != nil {
-		return err
-	}
 	var got string
 	err = n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
-		return c.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&got)
+		if err := n.reloadOn(ctx, c); err != nil {
+			return err
+		}
+		if err := c.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&got); err != nil {
+			return fmt.Errorf("verify synchronous_standby_names on %s: %w", n.cfg.DataDir, err)
+		}
+		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("verify synchronous_standby_names on %s: %w", n.cfg.DataDir, err)
+		return err
 	}
 	if got != value {
 		return fmt.Errorf("%w: synchronous_standby_names on %s is %q, wrote %q", ErrSettingNotApplied, n.cfg.DataDir, got, value)

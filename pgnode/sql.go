@@ -78,31 +78,35 @@ func (n *Node) inRecovery(ctx context.Context) (bool, error) {
 // reloadLocked signals a configuration reload and waits (ProbeTimeout)
 // until new sessions see it, by pg_conf_load_time.
 func (n *Node) reloadLocked(ctx context.Context) error {
+	return n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error { return n.reloadOn(ctx, c) })
+}
+
+// reloadOn signals a reload through c and waits until c's own session
+// re-read the files (it does so before its next command), all on one
+// connection: each new connection costs a SCRAM handshake and a fork,
+// and reloads sit on the failover path.
+func (n *Node) reloadOn(ctx context.Context, c *pgx.Conn) error {
 	var before time.Time
-	err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
-		if err := c.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&before); err != nil {
-			return err
-		}
-		_, err := c.Exec(ctx, "SELECT pg_reload_conf()")
-		return err
-	})
-	if err != nil {
+	if err := c.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&before); err != nil {
 		return fmt.Errorf("reload %s: %w", n.cfg.DataDir, err)
 	}
-	deadline := time.Now().Add(n.cfg.ProbeTimeout)
+	if _, err := c.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return fmt.Errorf("reload %s: %w", n.cfg.DataDir, err)
+	}
 	for {
 		var after time.Time
-		err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
-			return c.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&after)
-		})
+		err := c.QueryRow(ctx, "SELECT pg_conf_load_time()").Scan(&after)
 		if err == nil && after.After(before) {
 			n.log.Info("configuration reloaded")
 			return nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
+		if err != nil || ctx.Err() != nil {
 			return fmt.Errorf("%w: reload of %s not observed (last error %v)", ErrSettingNotApplied, n.cfg.DataDir, err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+		case <-time.After(5 * time.Millisecond):
+		}
 	}
 }
 

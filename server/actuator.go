@@ -166,7 +166,11 @@ func (a *actuator) convergeLoop(ctx context.Context) {
 	defer func() { sub.Close() }()
 	backoff := time.Duration(0)
 	for {
+		began := time.Now()
 		err := a.converge(ctx)
+		if took := time.Since(began); took > a.s.opts.Timing.LoopWait {
+			a.log.Info("slow convergence round", "took", took.Round(time.Millisecond), "err", err)
+		}
 		a.setErr(err)
 		if err != nil {
 			backoff = min(max(2*backoff, a.s.opts.Timing.LoopWait), 5*time.Second)
