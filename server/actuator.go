@@ -46,6 +46,9 @@ type actuator struct {
 	released uint64
 	// paramsVersion is the dynamic config version applied.
 	paramsVersion uint64
+	// following is the upstream the running standby was last started
+	// (or re-pointed) to follow.
+	following pgnode.Upstream
 	// guardArmed: the fence guard holds a deadline for our postmaster.
 	guardArmed bool
 	guardPID   int
@@ -242,6 +245,9 @@ func (a *actuator) stop(ctx context.Context, mode pgnode.StopMode) error {
 // convergePrimary makes this node the primary of the committed epoch.
 func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, info pgnode.DataDirInfo) error {
 	p := st.Primary
+	a.mu.Lock()
+	a.following = pgnode.Upstream{}
+	a.mu.Unlock()
 	if a.releasedEpoch() == p.Epoch || p.Released {
 		return a.stop(ctx, pgnode.StopFast)
 	}
@@ -441,11 +447,22 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 			return err
 		}
 	}
-	if err := a.pg.Start(ctx, pgnode.StartOptions{Role: pgnode.RoleStandby, Upstream: &up, ExpectSystemID: sysid}); err != nil {
-		if errors.Is(err, pgnode.ErrRoleMismatch) {
-			return a.rejoin(ctx, p, up)
+	// A standby already running under this agent and following up needs
+	// nothing: skip pgnode's Start (which rewrites and reloads), so a round
+	// is cheap and an assignment is acted on at once.
+	a.mu.Lock()
+	following := a.following == up && info.Running && info.Standby && a.pg.Process().State == pgnode.ProcessRunning
+	a.mu.Unlock()
+	if !following {
+		if err := a.pg.Start(ctx, pgnode.StartOptions{Role: pgnode.RoleStandby, Upstream: &up, ExpectSystemID: sysid}); err != nil {
+			if errors.Is(err, pgnode.ErrRoleMismatch) {
+				return a.rejoin(ctx, p, up)
+			}
+			return fmt.Errorf("start standby of %s: %w", p.MemberId, err)
 		}
-		return fmt.Errorf("start standby of %s: %w", p.MemberId, err)
+		a.mu.Lock()
+		a.following = up
+		a.mu.Unlock()
 	}
 	a.markApplied(p.Epoch)
 	return a.applyParameters(ctx, st)
@@ -482,6 +499,9 @@ func (a *actuator) clone(ctx context.Context, st *pb.ClusterState, primary pgnod
 // and if that fails, reinit (clone again).
 func (a *actuator) rejoin(ctx context.Context, p *pb.PrimaryAssignment, up pgnode.Upstream) error {
 	a.log.Info("former primary rejoins as standby", "primary", p.MemberId, "epoch", p.Epoch)
+	a.mu.Lock()
+	a.following = pgnode.Upstream{}
+	a.mu.Unlock()
 	if err := a.stop(ctx, pgnode.StopFast); err != nil {
 		if err := a.stop(ctx, pgnode.StopImmediate); err != nil {
 			return fmt.Errorf("stop former primary: %w", err)

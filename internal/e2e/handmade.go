@@ -52,7 +52,9 @@ func (c *Cluster) HandMadePrimary(id string) {
 	RunAsPostgres(t, nil, "initdb", "-D", n.PGDataDir, "-U", "postgres", "--pwfile="+pw, "--data-checksums", "--no-sync",
 		"--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C")
 	_ = os.Remove(pw)
-	c.appendConf(n, "fsync = off", "wal_keep_size = '256MB'", "listen_addresses = '127.0.0.1'")
+	// The settings standbys must match (max_connections) as the managed
+	// nodes have them (see writeConfig).
+	c.appendConf(n, "fsync = off", "wal_keep_size = '256MB'", "listen_addresses = '127.0.0.1'", "max_connections = 40")
 	RunAsPostgres(t, nil, "pg_ctl", "-D", n.PGDataDir, "-l", n.PGDataDir+".log", "-w", "-t", "60", "start")
 	c.Psql(id, fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'", ReplicationUser, ReplicationPassword))
 	c.Psql(id, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", RewindUser, RewindPassword))

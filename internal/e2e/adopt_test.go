@@ -1,0 +1,60 @@
+package e2e_test
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgquorum/pgquorum/internal/e2e"
+)
+
+// TestAdopt_HandMadePair points pgquorum at a primary/standby pair an
+// operator built by hand (initdb, pg_ctl, pg_basebackup -R) and left
+// running. The standby's agent starts first, with the empty third node:
+// neither may become primary. Then the primary's agent starts: the
+// hand-made primary becomes the cluster's primary with its data and its
+// postmaster untouched, the standby stays a standby, the third node clones.
+func TestAdopt_HandMadePair(t *testing.T) {
+	c := e2e.New(t, e2e.Options{DeferStart: true})
+	c.HandMadePrimary("n1")
+	c.Psql("n1", "CREATE TABLE handmade (id int); INSERT INTO handmade VALUES (1), (2), (3)")
+	c.HandMadeStandby("n2", "n1")
+	pid1, pid2 := c.PostmasterPID("n1"), c.PostmasterPID("n2")
+
+	c.StartAgent("n2")
+	c.StartAgent("n3")
+	// Give the quorum of n2 and n3 time to decide; it must not pick a
+	// primary while only a standby data directory is known.
+	time.Sleep(5 * time.Second)
+	if st, err := c.State(); err == nil && st.Primary.GetMemberId() != "" {
+		t.Fatalf("a primary was assigned before the primary's agent ran: %v", st.Primary)
+	}
+	if got := strings.TrimSpace(c.Psql("n2", "SELECT pg_is_in_recovery()")); got != "t" {
+		t.Fatalf("the hand-made standby is no longer in recovery: %q", got)
+	}
+
+	c.StartAgent("n1")
+	primary, _ := c.WaitHealthy(120 * time.Second)
+	if primary != "n1" {
+		t.Fatalf("primary is %s, want the hand-made primary n1", primary)
+	}
+	if got := strings.TrimSpace(c.Psql("n1", "SELECT count(*) FROM handmade")); got != "3" {
+		t.Fatalf("hand-made data on n1: count = %q, want 3", got)
+	}
+	if got := c.PostmasterPID("n1"); got != pid1 {
+		t.Errorf("n1's postmaster was restarted: pid %d -> %d", pid1, got)
+	}
+	if got := c.PostmasterPID("n2"); got != pid2 {
+		t.Errorf("n2's postmaster was restarted: pid %d -> %d", pid2, got)
+	}
+	c.Psql("n1", "INSERT INTO handmade VALUES (4)")
+	for _, id := range []string{"n2", "n3"} {
+		e2e.Eventually(t, 60*time.Second, id+" replicates the hand-made table", func() error {
+			if got := strings.TrimSpace(c.Psql(id, "SELECT count(*) FROM handmade")); got != "4" {
+				return fmt.Errorf("count = %q", got)
+			}
+			return nil
+		})
+	}
+}
