@@ -167,6 +167,25 @@ func waitEpoch(t *testing.T, c *e2e.Cluster, before uint64) (time.Time, *pb.Clus
 // primary's assignment, and acknowledged writes lost.
 func TestBenchFailover(t *testing.T) {
 	trials, profile := benchEnabled(t, "failover")
+	failoverTrials(t, trials, profile)
+}
+
+// TestFailover_SyncModeKeepsAcknowledgedWrites is one trial of the
+// failover benchmark in the test suite: in synchronous mode a kill -9 of
+// the primary host loses no acknowledged write (invariant 5), through the
+// real binary, PostgreSQL and PgBouncer.
+func TestFailover_SyncModeKeepsAcknowledgedWrites(t *testing.T) {
+	failoverTrials(t, 1, "default")
+}
+
+// TestSwitchover_BothWaysThroughPgBouncer is two trials of the
+// switchover benchmark in the test suite: there and back, zero client
+// errors.
+func TestSwitchover_BothWaysThroughPgBouncer(t *testing.T) {
+	switchoverTrials(t, 2, "default")
+}
+
+func failoverTrials(t *testing.T, trials int, profile string) {
 	c, dsn, port := benchSetup(t, profile)
 	if out, err := c.Ctl("edit-config", "--set", "synchronous_mode=on"); err != nil {
 		t.Fatalf("synchronous mode: %v\n%s", err, out)
@@ -247,6 +266,10 @@ func TestBenchFailover(t *testing.T) {
 // bouncers may route to it) to the first write that reached it.
 func TestBenchSwitchover(t *testing.T) {
 	trials, profile := benchEnabled(t, "switchover")
+	switchoverTrials(t, trials, profile)
+}
+
+func switchoverTrials(t *testing.T, trials int, profile string) {
 	c, dsn, port := benchSetup(t, profile)
 	ctx := testCtx(t)
 	exposedAt := watchExposures(t, ctx, c)
