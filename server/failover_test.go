@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -580,5 +581,33 @@ func TestFailover_ManualRefusedWhileLeaseValid(t *testing.T) {
 	np := f.waitPrimary(p.Epoch+1, old.ID)
 	if np.MemberId != cand || np.Epoch != p.Epoch+1 {
 		t.Fatalf("primary = %s at %d, want %s at %d", np.MemberId, np.Epoch, cand, p.Epoch+1)
+	}
+}
+
+// TestFailover_PrimaryCrashNotCuredInTime: the primary's PostgreSQL dies
+// and will not start again (a full WAL disk). Its agent restarts it in
+// place until primary_start_timeout, then gives the lease back, and the
+// decider fails over without waiting for the lease to run out.
+func TestFailover_PrimaryCrashNotCuredInTime(t *testing.T) {
+	cfg := server.DefaultDynamicConfig()
+	cfg.PrimaryStartTimeoutMs = 1000
+	f := newFO(t, func(o *server.Options) { o.InitialConfig = cfg })
+	p := f.bootstrap()
+	f.w.FailStart(p.MemberId, true)
+	crashed := time.Now()
+	f.w.Crash(p.MemberId)
+	np := f.waitPrimary(p.Epoch+1, p.MemberId)
+	st := f.state()
+	h := st.History[len(st.History)-1]
+	if h.Epoch != np.Epoch || !strings.Contains(h.Reason, "released its lease") {
+		t.Errorf("last history entry = %v, want a failover after the lease was released", h)
+	}
+	if took := time.Since(crashed); took < time.Second {
+		t.Errorf("failed over %v after the crash, before primary_start_timeout (1s)", took)
+	}
+	// The crashed member's agent is alive and kept renewing meanwhile: only
+	// the release, not an expired lease, let the decider act.
+	if f.w.Running(p.MemberId) {
+		t.Errorf("%s runs again although its starts fail", p.MemberId)
 	}
 }

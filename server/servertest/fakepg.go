@@ -62,6 +62,7 @@ type Host struct {
 	paused     bool // replay paused (test knob)
 	starts     int
 	failRewind bool
+	failStart  bool
 	// acceptFrom is the seq at which the server began accepting writes
 	// (0: it does not).
 	acceptFrom   uint64
@@ -436,6 +437,14 @@ func (w *World) FailRewind(id string, fail bool) {
 	w.host(id).failRewind = fail
 }
 
+// FailStart makes every start of id's postmaster fail (a full WAL disk,
+// say), until called again with false.
+func (w *World) FailStart(id string, fail bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.host(id).failStart = fail
+}
+
 // Agent returns a fresh driver for server id, as a newly started agent
 // process would have: it knows no postmaster until it starts or adopts
 // one.
@@ -543,6 +552,9 @@ func (f *FakePostgres) Start(ctx context.Context, opts pgnode.StartOptions) erro
 			h.upstream = upstreamAddr(*opts.Upstream)
 		}
 		return nil
+	}
+	if h.failStart {
+		return fmt.Errorf("%w: %s: FATAL: could not write to file (fake)", pgnode.ErrStartFailed, f.id)
 	}
 	switch opts.Role {
 	case pgnode.RolePrimary:
