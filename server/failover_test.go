@@ -611,3 +611,43 @@ func TestFailover_PrimaryCrashNotCuredInTime(t *testing.T) {
 		t.Errorf("%s runs again although its starts fail", p.MemberId)
 	}
 }
+
+// TestSwitchover_ScheduledThenCancelled: a switchover scheduled for later
+// does nothing until then and can be cancelled; a second cancel, a second
+// request and a request naming the primary itself are refused.
+func TestSwitchover_ScheduledThenCancelled(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	to := f.others(p.MemberId)[0]
+	l := f.leader()
+	later := time.Now().Add(time.Hour).UnixMilli()
+	f.c.Eventually(failoverWait, "scheduled switchover accepted", func() bool {
+		_, err := l.Srv.Switchover(ctx(t), &pb.SwitchoverRequest{Candidate: to, ScheduledAtUnixMs: later})
+		if err != nil && !errors.Is(err, server.ErrPrecondition) {
+			t.Fatalf("switchover: %v", err)
+		}
+		return err == nil
+	})
+	if sw := f.state().Switchover; sw == nil || sw.To != to || sw.ScheduledAtUnixMs != later {
+		t.Fatalf("pending switchover = %v", sw)
+	}
+	if _, err := l.Srv.Switchover(ctx(t), &pb.SwitchoverRequest{Candidate: to}); !errors.Is(err, server.ErrPrecondition) {
+		t.Errorf("a second switchover while one is pending: err = %v, want ErrPrecondition", err)
+	}
+	time.Sleep(3 * tm.LoopWait)
+	if got := f.state().Primary; got.Epoch != p.Epoch || got.MemberId != p.MemberId {
+		t.Fatalf("a switchover scheduled an hour ahead ran now: %v", got)
+	}
+	if _, err := l.Srv.Switchover(ctx(t), &pb.SwitchoverRequest{Cancel: true}); err != nil {
+		t.Fatalf("cancel: %v", err)
+	}
+	if sw := f.state().Switchover; sw != nil {
+		t.Fatalf("switchover still pending after cancel: %v", sw)
+	}
+	if _, err := l.Srv.Switchover(ctx(t), &pb.SwitchoverRequest{Cancel: true}); !errors.Is(err, server.ErrPrecondition) {
+		t.Errorf("cancel with nothing pending: err = %v, want ErrPrecondition", err)
+	}
+	if _, err := l.Srv.Switchover(ctx(t), &pb.SwitchoverRequest{Candidate: p.MemberId}); !errors.Is(err, server.ErrPrecondition) {
+		t.Errorf("switchover to the primary itself: err = %v, want ErrPrecondition", err)
+	}
+}
