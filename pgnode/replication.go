@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -215,17 +214,4 @@ func (n *Node) setParams(p map[string]string) {
 	n.mu.Lock()
 	n.params = p
 	n.mu.Unlock()
-}
-
-// checkpoint runs CHECKPOINT on the local server.
-func (n *Node) checkpoint(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	conn, err := n.connect(ctx)
-	if err != nil {
-		return err
-	}
-	defer closeConn(conn)
-	_, err = conn.Exec(ctx, "CHECKPOINT")
-	return err
 }

@@ -139,7 +139,6 @@ type FakeGuard struct {
 
 	mu    sync.Mutex
 	timer *time.Timer
-	fired int
 }
 
 // Guard returns the fence guard of server id.
