@@ -126,6 +126,15 @@ func (c *ctl) printJSON(msgs ...proto.Message) error {
 	return err
 }
 
+// printList prints a list of messages as one JSON array.
+func printList[T proto.Message](c *ctl, items []T) error {
+	msgs := make([]proto.Message, len(items))
+	for i, m := range items {
+		msgs[i] = m
+	}
+	return c.printJSON(msgs...)
+}
+
 func (c *ctl) table(header ...string) *tabwriter.Writer {
 	w := tabwriter.NewWriter(c.out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, strings.Join(header, "\t"))
@@ -215,11 +224,7 @@ func (c *ctl) membersCmd() *cobra.Command {
 				return err
 			}
 			if c.output == "json" {
-				msgs := make([]proto.Message, 0, len(st.Members))
-				for _, m := range st.Members {
-					msgs = append(msgs, m)
-				}
-				return c.printJSON(msgs...)
+				return printList(c, st.Members)
 			}
 			w := c.table("MEMBER", "ROLE", "SUFFRAGE", "PRIMARY", "RAFT", "GRPC", "POSTGRES", "TAGS")
 			for _, m := range st.Members {

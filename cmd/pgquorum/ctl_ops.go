@@ -291,11 +291,7 @@ func (c *ctl) historyCmd() *cobra.Command {
 				return err
 			}
 			if c.output == "json" {
-				msgs := make([]proto.Message, 0, len(st.History))
-				for _, h := range st.History {
-					msgs = append(msgs, h)
-				}
-				return c.printJSON(msgs...)
+				return printList(c, st.History)
 			}
 			w := c.table("EPOCH", "TIME", "OLD", "NEW", "TL", "REASON")
 			for _, h := range st.History {
