@@ -651,3 +651,28 @@ func TestSwitchover_ScheduledThenCancelled(t *testing.T) {
 		t.Errorf("switchover to the primary itself: err = %v, want ErrPrecondition", err)
 	}
 }
+
+// TestFailover_RejoinRecloneWhenRewindFails: the old primary comes back
+// after a failover and pg_rewind cannot bring it onto the new timeline;
+// its agent clones it again from the new primary, without an operator.
+func TestFailover_RejoinRecloneWhenRewindFails(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	old := f.node(p.MemberId)
+	f.c.Kill(old)
+	f.w.Crash(old.ID)
+	np := f.waitPrimary(p.Epoch+1, old.ID)
+	f.w.FailRewind(old.ID, true)
+	f.restart(old)
+	f.waitStreaming(np.MemberId, old.ID)
+	if got := f.state().Primary; got.Epoch != np.Epoch || got.MemberId != np.MemberId {
+		t.Fatalf("primary changed when the old one came back: %v", got)
+	}
+	cloned := false
+	for _, e := range f.w.Events() {
+		cloned = cloned || (e.Server == old.ID && e.What == "clone")
+	}
+	if !cloned {
+		t.Fatalf("%s rejoined without being cloned again, although pg_rewind fails", old.ID)
+	}
+}
