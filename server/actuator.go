@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -46,6 +47,11 @@ type actuator struct {
 	released uint64
 	// paramsVersion is the dynamic config version applied.
 	paramsVersion uint64
+	// info is the last data directory inspection, from infoAt.
+	info   pgnode.DataDirInfo
+	infoAt time.Time
+	// slots is the replication slot list last ensured on the primary.
+	slots []string
 	// following is the upstream the running standby was last started
 	// (or re-pointed) to follow.
 	following pgnode.Upstream
@@ -95,14 +101,28 @@ func (a *actuator) Probe(ctx context.Context) (*pb.PostgresHealth, error) {
 func (a *actuator) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, a.s.opts.Timing.RetryTimeout)
 	defer cancel()
-	info, err := a.pg.Inspect(pctx)
-	if err != nil {
-		a.setErr(fmt.Errorf("inspect data directory: %w", err))
-		return
-	}
+	// Inspecting the data directory runs pg_controldata: do it only when
+	// the server is not answering, or every few loops, not every probe
+	// (an idle node should cost well under 1 % of a core).
+	a.mu.Lock()
+	info, fresh := a.info, time.Since(a.infoAt) < 5*a.s.opts.Timing.LoopWait
+	a.mu.Unlock()
 	var st pgnode.Status
-	if info.Running {
+	if fresh && info.Running {
 		st, _ = a.pg.Probe(pctx)
+	}
+	if !fresh || !st.Up {
+		var err error
+		if info, err = a.pg.Inspect(pctx); err != nil {
+			a.setErr(fmt.Errorf("inspect data directory: %w", err))
+			return
+		}
+		if info.Running && !st.Up {
+			st, _ = a.pg.Probe(pctx)
+		}
+		a.mu.Lock()
+		a.info, a.infoAt = info, time.Now()
+		a.mu.Unlock()
 	}
 	h := healthOf(info, st, a.pg.Process())
 	a.mu.Lock()
@@ -149,7 +169,7 @@ func (a *actuator) run(ctx context.Context) {
 }
 
 func (a *actuator) probeLoop(ctx context.Context) {
-	every := max(a.s.opts.Timing.LoopWait/2, 100*time.Millisecond)
+	every := max(a.s.opts.Timing.LoopWait, 100*time.Millisecond)
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -214,6 +234,9 @@ func (a *actuator) converge(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("inspect data directory: %w", err)
 	}
+	a.mu.Lock()
+	a.info, a.infoAt = info, time.Now()
+	a.mu.Unlock()
 	if sysid := st.Identity.GetSystemIdentifier(); sysid != 0 && info.Initialized && info.SystemIdentifier != sysid {
 		a.setPhase(pb.PgState_PG_STATE_FAILED)
 		return fmt.Errorf("%w: data directory %s has system identifier %d, the cluster has %d; refusing to touch it (reinit it explicitly)",
@@ -311,8 +334,17 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 	}
 	a.markApplied(p.Epoch)
 	a.ensureGuard()
-	if err := a.pg.EnsureSlots(ctx, a.slotNames(st)); err != nil {
-		return fmt.Errorf("replication slots: %w", err)
+	slots := a.slotNames(st)
+	a.mu.Lock()
+	same := slices.Equal(a.slots, slots)
+	a.mu.Unlock()
+	if !same {
+		if err := a.pg.EnsureSlots(ctx, slots); err != nil {
+			return fmt.Errorf("replication slots: %w", err)
+		}
+		a.mu.Lock()
+		a.slots = slots
+		a.mu.Unlock()
 	}
 	if err := a.manageSync(ctx, st); err != nil {
 		return fmt.Errorf("synchronous standbys: %w", err)
@@ -396,6 +428,7 @@ func (a *actuator) markApplied(epoch uint64) {
 		// A promoted standby inherited its synchronous_standby_names
 		// from the old primary (FACTS.md): set it again.
 		a.pgSyncSet = false
+		a.slots = nil
 		// The decider waits for this (to expose a new primary): tell it
 		// now rather than at the next heartbeat.
 		defer a.s.wakeNode()
