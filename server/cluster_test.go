@@ -1,8 +1,12 @@
 package server_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -357,4 +361,26 @@ func TestCluster_BootstrapExpect(t *testing.T) {
 	n4.Opts.Expect = 3
 	c.Start(n4)
 	converged(t, c, 4)
+}
+
+// TestServer_CorruptRaftStoreRefusedUntouched: a Raft store that cannot be
+// read stops the node with a message naming the file, and the file is
+// left as it was (invariant 9: never wipe data to make an error go away).
+func TestServer_CorruptRaftStoreRefusedUntouched(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	n := c.Nodes[2]
+	c.Kill(n)
+	path := filepath.Join(n.DataDir, "raft", "raft.db")
+	garbage := bytes.Repeat([]byte("not a bolt database "), 512)
+	if err := os.WriteFile(path, garbage, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := server.New(n.Opts)
+	if !errors.Is(err, server.ErrDataDir) || !strings.Contains(err.Error(), path) {
+		t.Fatalf("corrupt raft store: err = %v, want ErrDataDir naming %s", err, path)
+	}
+	if got, _ := os.ReadFile(path); !bytes.Equal(got, garbage) {
+		t.Fatal("the corrupt raft store was modified")
+	}
 }
