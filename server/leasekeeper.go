@@ -51,7 +51,6 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 			validUntil = time.Now().Add(t.TTL)
 			fallthrough
 		default:
-			sent := time.Now()
 			// A renewal that hangs (a partition drops packets) must not
 			// hold up the fence: give up at the fence point. Once that
 			// point has passed (fenced), renew is bounded by RetryTimeout
@@ -60,12 +59,11 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 			if fenceAt := validUntil.Add(-t.SafetyMargin); time.Now().Before(fenceAt) {
 				rctx, cancel = context.WithDeadline(ctx, fenceAt)
 			}
-			err := a.renew(rctx, p.Epoch)
+			until, err := a.renew(rctx, p.Epoch)
 			cancel()
 			switch {
 			case err == nil:
-				validUntil = sent.Add(t.TTL)
-				a.noteLease(p.Epoch, sent)
+				validUntil = until
 				a.armGuard(validUntil.Add(-t.SafetyMargin))
 				if a.setFenced(false) {
 					a.log.Info("lease regained; unfencing", "epoch", p.Epoch)
@@ -104,13 +102,12 @@ func (a *actuator) finalRenewal(validUntil *time.Time) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), a.s.opts.Timing.RetryTimeout)
 	defer cancel()
-	sent := time.Now()
-	if err := a.renew(ctx, p.Epoch); err != nil {
+	until, err := a.renew(ctx, p.Epoch)
+	if err != nil {
 		a.log.Warn("final lease renewal before stopping failed", "err", err)
 		return
 	}
-	*validUntil = sent.Add(a.s.opts.Timing.TTL)
-	a.noteLease(p.Epoch, sent)
+	*validUntil = until
 	a.armGuard(validUntil.Add(-a.s.opts.Timing.SafetyMargin))
 	a.log.Info("agent stopping: lease renewed and fence guard armed for the next agent",
 		"epoch", p.Epoch, "fence_in", time.Until(validUntil.Add(-a.s.opts.Timing.SafetyMargin)).Round(time.Millisecond))
@@ -134,13 +131,12 @@ func (a *actuator) armGuard(fenceAt time.Time) {
 	if pid <= 1 {
 		return
 	}
-	proc := pgnode.ProcessInfo{PID: pid}
-	if err := g.Arm(proc.PID, max(time.Until(fenceAt), 0)); err != nil {
+	if err := g.Arm(pid, max(time.Until(fenceAt), 0)); err != nil {
 		a.log.Warn("fence guard not armed", "err", err)
 		return
 	}
 	a.mu.Lock()
-	a.guardArmed, a.guardPID = true, proc.PID
+	a.guardArmed, a.guardPID = true, pid
 	a.mu.Unlock()
 }
 
@@ -209,23 +205,28 @@ func (a *actuator) acquireLease(ctx context.Context, epoch uint64) error {
 	if held {
 		return nil
 	}
-	sent := time.Now()
-	if err := a.renew(ctx, epoch); err != nil {
+	if _, err := a.renew(ctx, epoch); err != nil {
 		return fmt.Errorf("no lease at epoch %d, not taking writes: %w", epoch, err)
 	}
-	a.noteLease(epoch, sent)
 	return nil
 }
 
-// renew sends one renewal to the leader, bounded by RetryTimeout.
-func (a *actuator) renew(ctx context.Context, epoch uint64) error {
+// renew sends one renewal to the leader, bounded by RetryTimeout. On
+// success the lease runs until the send time plus the ttl (the rule in
+// the leaseLoop comment), which it records and returns.
+func (a *actuator) renew(ctx context.Context, epoch uint64) (time.Time, error) {
 	rctx, cancel := context.WithTimeout(ctx, a.s.opts.Timing.RetryTimeout)
 	defer cancel()
+	sent := time.Now()
 	err := a.s.callLeader(rctx, func(ctx context.Context, c pb.AdminClient) error {
 		_, err := c.RenewLease(ctx, &pb.RenewLeaseRequest{MemberId: a.s.opts.NodeID, Epoch: epoch})
 		return err
 	})
-	return fromStatus(err)
+	if err != nil {
+		return time.Time{}, fromStatus(err)
+	}
+	a.noteLease(epoch, sent)
+	return sent.Add(a.s.opts.Timing.TTL), nil
 }
 
 // setFenced records the fence flag and reports whether it changed.
