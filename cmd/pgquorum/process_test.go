@@ -53,8 +53,15 @@ type procCluster struct {
 
 func startProcCluster(t *testing.T, n int) *procCluster {
 	t.Helper()
+	return startProcClusterTLS(t, n, "{insecure: true}", []string{"--insecure"})
+}
+
+// startProcClusterTLS starts n witness processes whose config has tlsYAML
+// as its tls section; ctl calls use ctlFlags.
+func startProcClusterTLS(t *testing.T, n int, tlsYAML string, ctlFlags []string) *procCluster {
+	t.Helper()
 	dir := t.TempDir()
-	c := &procCluster{t: t, ctlFlags: []string{"--insecure"}}
+	c := &procCluster{t: t, ctlFlags: ctlFlags}
 	var initial []string
 	raftPorts := make([]int, n)
 	for i := range n {
@@ -75,9 +82,9 @@ raft: {bind_addr: "127.0.0.1:%d"}
 grpc: {listen_addr: "%s"}
 http: {listen_addr: ""}
 timing: {profile: fast}
-tls: {insecure: true}
+tls: %s
 bootstrap: {initial_cluster: [%s]}
-`, id, filepath.Join(dir, id), raftPorts[i], grpcAddr, strings.Join(initial, ", "))
+`, id, filepath.Join(dir, id), raftPorts[i], grpcAddr, tlsYAML, strings.Join(initial, ", "))
 		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 			t.Fatal(err)
 		}

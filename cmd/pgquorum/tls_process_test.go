@@ -141,51 +141,12 @@ func TestProcesses_TLS(t *testing.T) {
 		t.Skip("starts processes")
 	}
 	certs := genCerts(t, "127.0.0.1")
-	dir := t.TempDir()
-	c := &procCluster{t: t}
-	var initial []string
-	raftPorts := make([]int, 3)
-	for i := range raftPorts {
-		raftPorts[i] = freePort(t)
-		initial = append(initial, fmt.Sprintf("n%d=127.0.0.1:%d", i+1, raftPorts[i]))
-	}
-	for i := range raftPorts {
-		id := fmt.Sprintf("n%d", i+1)
-		grpcAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-		cfg := filepath.Join(dir, id+".yaml")
-		body := fmt.Sprintf(`cluster_name: proc
-node_id: %s
-data_dir: %s
-role: witness
-raft: {bind_addr: "127.0.0.1:%d"}
-grpc: {listen_addr: "%s"}
-http: {listen_addr: ""}
-timing: {profile: fast}
-tls: {ca_file: %s/ca.pem, cert_file: %s/node-127.0.0.1.pem, key_file: %s/node-127.0.0.1-key.pem}
-bootstrap: {initial_cluster: [%s]}
-`, id, filepath.Join(dir, id), raftPorts[i], grpcAddr, certs, certs, certs, strings.Join(initial, ", "))
-		if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		c.nodes = append(c.nodes, &proc{id: id, cfg: cfg, grpc: grpcAddr})
-	}
-	for _, p := range c.nodes {
-		c.start(p)
-	}
-	t.Cleanup(func() {
-		for _, p := range c.nodes {
-			c.kill(p, syscall.SIGTERM)
-		}
-		if t.Failed() {
-			for _, p := range c.nodes {
-				t.Logf("log of %s:\n%s", p.id, p.log.String())
-			}
-		}
-	})
 	as := func(name string) []string {
 		return []string{"--cacert", certs + "/ca.pem", "--cert", certs + "/" + name + ".pem", "--key", certs + "/" + name + "-key.pem"}
 	}
-	c.ctlFlags = as("admin")
+	c := startProcClusterTLS(t, 3,
+		fmt.Sprintf("{ca_file: %[1]s/ca.pem, cert_file: %[1]s/node-127.0.0.1.pem, key_file: %[1]s/node-127.0.0.1-key.pem}", certs),
+		as("admin"))
 	eventually(t, 30*time.Second, "three members and a leader", func() bool {
 		out, err := c.ctl("members")
 		return err == nil && strings.Count(out, " voter ") == 3 && c.leader() != ""
