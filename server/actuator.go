@@ -458,10 +458,17 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 		return err
 	}
 	sysid := st.Identity.GetSystemIdentifier()
+	if sysid == 0 {
+		// Nothing may touch a data directory before its system identifier
+		// has been checked against the cluster's. The primary may not
+		// have recorded it yet (bootstrap, adopt), or this node's FSM is
+		// part-way through catching up after a restart and holds the
+		// assignment but not yet the identifier: acting now would take a
+		// foreign data directory for a former primary and rewind or
+		// re-clone it. A running server is left as it is.
+		return nil
+	}
 	if !info.Initialized {
-		if sysid == 0 {
-			return nil // the primary has not initialized the cluster yet
-		}
 		a.setPhase(pb.PgState_PG_STATE_CLONING)
 		err := a.clone(ctx, st, up)
 		a.setPhase(pb.PgState_PG_STATE_UNKNOWN)

@@ -41,13 +41,16 @@ func TestForeignDataDir_Refused(t *testing.T) {
 		if err != nil {
 			return err
 		}
+		var h *pb.PostgresHealth
 		for _, m := range ms {
-			if m.Id == victim && m.Health != nil && m.Health.State == pb.PgState_PG_STATE_FAILED &&
-				strings.Contains(m.Health.Error, "system identifier") {
-				return nil
+			if m.Id == victim {
+				h = m.Health
 			}
 		}
-		return fmt.Errorf("%s not failed yet", victim)
+		if h != nil && h.State == pb.PgState_PG_STATE_FAILED && strings.Contains(h.Error, "system identifier") {
+			return nil
+		}
+		return fmt.Errorf("%s not failed yet; its health: %v", victim, h)
 	})
 	out, _ := c.Ctl("list")
 	t.Logf("ctl list:\n%s", out)
