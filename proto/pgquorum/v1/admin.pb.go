@@ -148,6 +148,109 @@ func (DataDirKind) EnumDescriptor() ([]byte, []int) {
 	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
+// RestartRole selects the members a restart applies to by their role.
+type RestartRole int32
+
+const (
+	RestartRole_RESTART_ROLE_ANY     RestartRole = 0
+	RestartRole_RESTART_ROLE_PRIMARY RestartRole = 1
+	RestartRole_RESTART_ROLE_REPLICA RestartRole = 2
+)
+
+// Enum value maps for RestartRole.
+var (
+	RestartRole_name = map[int32]string{
+		0: "RESTART_ROLE_ANY",
+		1: "RESTART_ROLE_PRIMARY",
+		2: "RESTART_ROLE_REPLICA",
+	}
+	RestartRole_value = map[string]int32{
+		"RESTART_ROLE_ANY":     0,
+		"RESTART_ROLE_PRIMARY": 1,
+		"RESTART_ROLE_REPLICA": 2,
+	}
+)
+
+func (x RestartRole) Enum() *RestartRole {
+	p := new(RestartRole)
+	*p = x
+	return p
+}
+
+func (x RestartRole) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (RestartRole) Descriptor() protoreflect.EnumDescriptor {
+	return file_pgquorum_v1_admin_proto_enumTypes[2].Descriptor()
+}
+
+func (RestartRole) Type() protoreflect.EnumType {
+	return &file_pgquorum_v1_admin_proto_enumTypes[2]
+}
+
+func (x RestartRole) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use RestartRole.Descriptor instead.
+func (RestartRole) EnumDescriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+// LocalActionKind is what LocalAction does.
+type LocalActionKind int32
+
+const (
+	LocalActionKind_LOCAL_ACTION_UNSPECIFIED LocalActionKind = 0
+	LocalActionKind_LOCAL_ACTION_RESTART     LocalActionKind = 1
+	LocalActionKind_LOCAL_ACTION_RELOAD      LocalActionKind = 2
+	LocalActionKind_LOCAL_ACTION_REINIT      LocalActionKind = 3
+)
+
+// Enum value maps for LocalActionKind.
+var (
+	LocalActionKind_name = map[int32]string{
+		0: "LOCAL_ACTION_UNSPECIFIED",
+		1: "LOCAL_ACTION_RESTART",
+		2: "LOCAL_ACTION_RELOAD",
+		3: "LOCAL_ACTION_REINIT",
+	}
+	LocalActionKind_value = map[string]int32{
+		"LOCAL_ACTION_UNSPECIFIED": 0,
+		"LOCAL_ACTION_RESTART":     1,
+		"LOCAL_ACTION_RELOAD":      2,
+		"LOCAL_ACTION_REINIT":      3,
+	}
+)
+
+func (x LocalActionKind) Enum() *LocalActionKind {
+	p := new(LocalActionKind)
+	*p = x
+	return p
+}
+
+func (x LocalActionKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (LocalActionKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_pgquorum_v1_admin_proto_enumTypes[3].Descriptor()
+}
+
+func (LocalActionKind) Type() protoreflect.EnumType {
+	return &file_pgquorum_v1_admin_proto_enumTypes[3]
+}
+
+func (x LocalActionKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use LocalActionKind.Descriptor instead.
+func (LocalActionKind) EnumDescriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
 type GetStateRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Linearizable  bool                   `protobuf:"varint,1,opt,name=linearizable,proto3" json:"linearizable,omitempty"`
@@ -1948,6 +2051,416 @@ func (x *BouncerHeartbeatResponse) GetEpoch() uint64 {
 	return 0
 }
 
+type RestartRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// members to restart; empty means every PostgreSQL member.
+	Members []string    `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	Role    RestartRole `protobuf:"varint,2,opt,name=role,proto3,enum=pgquorum.v1.RestartRole" json:"role,omitempty"`
+	// pending_only skips members without a pending restart.
+	PendingOnly bool `protobuf:"varint,3,opt,name=pending_only,json=pendingOnly,proto3" json:"pending_only,omitempty"`
+	// scheduled_at_unix_ms starts the rolling restart at this wall-clock
+	// time of the leader; 0 is now.
+	ScheduledAtUnixMs int64 `protobuf:"varint,4,opt,name=scheduled_at_unix_ms,json=scheduledAtUnixMs,proto3" json:"scheduled_at_unix_ms,omitempty"`
+	// force goes on when a member is not healthy before its turn or does
+	// not come back healthy; without it the restart stops there.
+	Force         bool `protobuf:"varint,5,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RestartRequest) Reset() {
+	*x = RestartRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RestartRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RestartRequest) ProtoMessage() {}
+
+func (x *RestartRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RestartRequest.ProtoReflect.Descriptor instead.
+func (*RestartRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RestartRequest) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+func (x *RestartRequest) GetRole() RestartRole {
+	if x != nil {
+		return x.Role
+	}
+	return RestartRole_RESTART_ROLE_ANY
+}
+
+func (x *RestartRequest) GetPendingOnly() bool {
+	if x != nil {
+		return x.PendingOnly
+	}
+	return false
+}
+
+func (x *RestartRequest) GetScheduledAtUnixMs() int64 {
+	if x != nil {
+		return x.ScheduledAtUnixMs
+	}
+	return 0
+}
+
+func (x *RestartRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type ReloadRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// members to reload; empty means every PostgreSQL member.
+	Members       []string `protobuf:"bytes,1,rep,name=members,proto3" json:"members,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReloadRequest) Reset() {
+	*x = ReloadRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadRequest) ProtoMessage() {}
+
+func (x *ReloadRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadRequest.ProtoReflect.Descriptor instead.
+func (*ReloadRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReloadRequest) GetMembers() []string {
+	if x != nil {
+		return x.Members
+	}
+	return nil
+}
+
+type ReinitRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// force reinitializes a recorded synchronous standby too.
+	Force         bool `protobuf:"varint,2,opt,name=force,proto3" json:"force,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReinitRequest) Reset() {
+	*x = ReinitRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReinitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReinitRequest) ProtoMessage() {}
+
+func (x *ReinitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReinitRequest.ProtoReflect.Descriptor instead.
+func (*ReinitRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *ReinitRequest) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *ReinitRequest) GetForce() bool {
+	if x != nil {
+		return x.Force
+	}
+	return false
+}
+
+type FlushRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FlushRequest) Reset() {
+	*x = FlushRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FlushRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FlushRequest) ProtoMessage() {}
+
+func (x *FlushRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FlushRequest.ProtoReflect.Descriptor instead.
+func (*FlushRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+type LocalActionRequest struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Action LocalActionKind        `protobuf:"varint,1,opt,name=action,proto3,enum=pgquorum.v1.LocalActionKind" json:"action,omitempty"`
+	// epoch is the primary epoch the leader validated the request under;
+	// the member refuses it once it has seen a newer one.
+	Epoch uint64 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// pending_only makes a restart a no-op when nothing is pending.
+	PendingOnly   bool `protobuf:"varint,3,opt,name=pending_only,json=pendingOnly,proto3" json:"pending_only,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LocalActionRequest) Reset() {
+	*x = LocalActionRequest{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LocalActionRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LocalActionRequest) ProtoMessage() {}
+
+func (x *LocalActionRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LocalActionRequest.ProtoReflect.Descriptor instead.
+func (*LocalActionRequest) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+func (x *LocalActionRequest) GetAction() LocalActionKind {
+	if x != nil {
+		return x.Action
+	}
+	return LocalActionKind_LOCAL_ACTION_UNSPECIFIED
+}
+
+func (x *LocalActionRequest) GetEpoch() uint64 {
+	if x != nil {
+		return x.Epoch
+	}
+	return 0
+}
+
+func (x *LocalActionRequest) GetPendingOnly() bool {
+	if x != nil {
+		return x.PendingOnly
+	}
+	return false
+}
+
+// MemberResult is what an action did on one member.
+type MemberResult struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Member string                 `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	// done is true when the action ran and the member is healthy again.
+	Done bool `protobuf:"varint,2,opt,name=done,proto3" json:"done,omitempty"`
+	// skipped says why the member was left alone.
+	Skipped       string `protobuf:"bytes,3,opt,name=skipped,proto3" json:"skipped,omitempty"`
+	Error         string `protobuf:"bytes,4,opt,name=error,proto3" json:"error,omitempty"`
+	TookMs        int64  `protobuf:"varint,5,opt,name=took_ms,json=tookMs,proto3" json:"took_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MemberResult) Reset() {
+	*x = MemberResult{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemberResult) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemberResult) ProtoMessage() {}
+
+func (x *MemberResult) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemberResult.ProtoReflect.Descriptor instead.
+func (*MemberResult) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *MemberResult) GetMember() string {
+	if x != nil {
+		return x.Member
+	}
+	return ""
+}
+
+func (x *MemberResult) GetDone() bool {
+	if x != nil {
+		return x.Done
+	}
+	return false
+}
+
+func (x *MemberResult) GetSkipped() string {
+	if x != nil {
+		return x.Skipped
+	}
+	return ""
+}
+
+func (x *MemberResult) GetError() string {
+	if x != nil {
+		return x.Error
+	}
+	return ""
+}
+
+func (x *MemberResult) GetTookMs() int64 {
+	if x != nil {
+		return x.TookMs
+	}
+	return 0
+}
+
+type ActionResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Results       []*MemberResult        `protobuf:"bytes,1,rep,name=results,proto3" json:"results,omitempty"`
+	Message       string                 `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ActionResponse) Reset() {
+	*x = ActionResponse{}
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[33]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ActionResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ActionResponse) ProtoMessage() {}
+
+func (x *ActionResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_admin_proto_msgTypes[33]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ActionResponse.ProtoReflect.Descriptor instead.
+func (*ActionResponse) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{33}
+}
+
+func (x *ActionResponse) GetResults() []*MemberResult {
+	if x != nil {
+		return x.Results
+	}
+	return nil
+}
+
+func (x *ActionResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
 var File_pgquorum_v1_admin_proto protoreflect.FileDescriptor
 
 const file_pgquorum_v1_admin_proto_rawDesc = "" +
@@ -2096,7 +2609,32 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\tdatabases\x18\x05 \x03(\tR\tdatabases\"F\n" +
 	"\x18BouncerHeartbeatResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch*\xd3\x01\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xc2\x01\n" +
+	"\x0eRestartRequest\x12\x18\n" +
+	"\amembers\x18\x01 \x03(\tR\amembers\x12,\n" +
+	"\x04role\x18\x02 \x01(\x0e2\x18.pgquorum.v1.RestartRoleR\x04role\x12!\n" +
+	"\fpending_only\x18\x03 \x01(\bR\vpendingOnly\x12/\n" +
+	"\x14scheduled_at_unix_ms\x18\x04 \x01(\x03R\x11scheduledAtUnixMs\x12\x14\n" +
+	"\x05force\x18\x05 \x01(\bR\x05force\")\n" +
+	"\rReloadRequest\x12\x18\n" +
+	"\amembers\x18\x01 \x03(\tR\amembers\"=\n" +
+	"\rReinitRequest\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x14\n" +
+	"\x05force\x18\x02 \x01(\bR\x05force\"\x0e\n" +
+	"\fFlushRequest\"\x83\x01\n" +
+	"\x12LocalActionRequest\x124\n" +
+	"\x06action\x18\x01 \x01(\x0e2\x1c.pgquorum.v1.LocalActionKindR\x06action\x12\x14\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12!\n" +
+	"\fpending_only\x18\x03 \x01(\bR\vpendingOnly\"\x83\x01\n" +
+	"\fMemberResult\x12\x16\n" +
+	"\x06member\x18\x01 \x01(\tR\x06member\x12\x12\n" +
+	"\x04done\x18\x02 \x01(\bR\x04done\x12\x18\n" +
+	"\askipped\x18\x03 \x01(\tR\askipped\x12\x14\n" +
+	"\x05error\x18\x04 \x01(\tR\x05error\x12\x17\n" +
+	"\atook_ms\x18\x05 \x01(\x03R\x06tookMs\"_\n" +
+	"\x0eActionResponse\x123\n" +
+	"\aresults\x18\x01 \x03(\v2\x19.pgquorum.v1.MemberResultR\aresults\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*\xd3\x01\n" +
 	"\aPgState\x12\x14\n" +
 	"\x10PG_STATE_UNKNOWN\x10\x00\x12\x14\n" +
 	"\x10PG_STATE_STOPPED\x10\x01\x12\x15\n" +
@@ -2111,7 +2649,16 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x10DATA_DIR_UNKNOWN\x10\x00\x12\x12\n" +
 	"\x0eDATA_DIR_EMPTY\x10\x01\x12\x14\n" +
 	"\x10DATA_DIR_PRIMARY\x10\x02\x12\x14\n" +
-	"\x10DATA_DIR_STANDBY\x10\x032\x94\t\n" +
+	"\x10DATA_DIR_STANDBY\x10\x03*W\n" +
+	"\vRestartRole\x12\x14\n" +
+	"\x10RESTART_ROLE_ANY\x10\x00\x12\x18\n" +
+	"\x14RESTART_ROLE_PRIMARY\x10\x01\x12\x18\n" +
+	"\x14RESTART_ROLE_REPLICA\x10\x02*{\n" +
+	"\x0fLocalActionKind\x12\x1c\n" +
+	"\x18LOCAL_ACTION_UNSPECIFIED\x10\x00\x12\x18\n" +
+	"\x14LOCAL_ACTION_RESTART\x10\x01\x12\x17\n" +
+	"\x13LOCAL_ACTION_RELOAD\x10\x02\x12\x17\n" +
+	"\x13LOCAL_ACTION_REINIT\x10\x032\xeb\v\n" +
 	"\x05Admin\x12C\n" +
 	"\bGetState\x12\x1c.pgquorum.v1.GetStateRequest\x1a\x19.pgquorum.v1.ClusterState\x12=\n" +
 	"\x06Status\x12\x1a.pgquorum.v1.StatusRequest\x1a\x17.pgquorum.v1.NodeStatus\x12=\n" +
@@ -2130,7 +2677,12 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\tSetPaused\x12\x1d.pgquorum.v1.SetPausedRequest\x1a\x1e.pgquorum.v1.SetPausedResponse\x12C\n" +
 	"\tSetConfig\x12\x16.pgquorum.v1.SetConfig\x1a\x1e.pgquorum.v1.SetConfigResponse\x12_\n" +
 	"\x10BouncerHeartbeat\x12$.pgquorum.v1.BouncerHeartbeatRequest\x1a%.pgquorum.v1.BouncerHeartbeatResponse\x12O\n" +
-	"\x11UnregisterBouncer\x12\x1e.pgquorum.v1.UnregisterBouncer\x1a\x1a.pgquorum.v1.LeaseResponseB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
+	"\x11UnregisterBouncer\x12\x1e.pgquorum.v1.UnregisterBouncer\x1a\x1a.pgquorum.v1.LeaseResponse\x12C\n" +
+	"\aRestart\x12\x1b.pgquorum.v1.RestartRequest\x1a\x1b.pgquorum.v1.ActionResponse\x12A\n" +
+	"\x06Reload\x12\x1a.pgquorum.v1.ReloadRequest\x1a\x1b.pgquorum.v1.ActionResponse\x12A\n" +
+	"\x06Reinit\x12\x1a.pgquorum.v1.ReinitRequest\x1a\x1b.pgquorum.v1.ActionResponse\x12?\n" +
+	"\x05Flush\x12\x19.pgquorum.v1.FlushRequest\x1a\x1b.pgquorum.v1.ActionResponse\x12I\n" +
+	"\vLocalAction\x12\x1f.pgquorum.v1.LocalActionRequest\x1a\x19.pgquorum.v1.MemberResultB;Z9github.com/pgquorum/pgquorum/proto/pgquorum/v1;pgquorumv1b\x06proto3"
 
 var (
 	file_pgquorum_v1_admin_proto_rawDescOnce sync.Once
@@ -2144,111 +2696,133 @@ func file_pgquorum_v1_admin_proto_rawDescGZIP() []byte {
 	return file_pgquorum_v1_admin_proto_rawDescData
 }
 
-var file_pgquorum_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_pgquorum_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_pgquorum_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_pgquorum_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 34)
 var file_pgquorum_v1_admin_proto_goTypes = []any{
 	(PgState)(0),                     // 0: pgquorum.v1.PgState
 	(DataDirKind)(0),                 // 1: pgquorum.v1.DataDirKind
-	(*GetStateRequest)(nil),          // 2: pgquorum.v1.GetStateRequest
-	(*StatusRequest)(nil),            // 3: pgquorum.v1.StatusRequest
-	(*PeerStatus)(nil),               // 4: pgquorum.v1.PeerStatus
-	(*NodeStatus)(nil),               // 5: pgquorum.v1.NodeStatus
-	(*BouncerStatus)(nil),            // 6: pgquorum.v1.BouncerStatus
-	(*WatchRequest)(nil),             // 7: pgquorum.v1.WatchRequest
-	(*StateDelta)(nil),               // 8: pgquorum.v1.StateDelta
-	(*WatchEvent)(nil),               // 9: pgquorum.v1.WatchEvent
-	(*JoinRequest)(nil),              // 10: pgquorum.v1.JoinRequest
-	(*JoinResponse)(nil),             // 11: pgquorum.v1.JoinResponse
-	(*RemoveMemberRequest)(nil),      // 12: pgquorum.v1.RemoveMemberRequest
-	(*RemoveMemberResponse)(nil),     // 13: pgquorum.v1.RemoveMemberResponse
-	(*HeartbeatRequest)(nil),         // 14: pgquorum.v1.HeartbeatRequest
-	(*ReplicaHealth)(nil),            // 15: pgquorum.v1.ReplicaHealth
-	(*PostgresHealth)(nil),           // 16: pgquorum.v1.PostgresHealth
-	(*ProbeRequest)(nil),             // 17: pgquorum.v1.ProbeRequest
-	(*RenewLeaseRequest)(nil),        // 18: pgquorum.v1.RenewLeaseRequest
-	(*LeaseResponse)(nil),            // 19: pgquorum.v1.LeaseResponse
-	(*SwitchoverRequest)(nil),        // 20: pgquorum.v1.SwitchoverRequest
-	(*SwitchoverResponse)(nil),       // 21: pgquorum.v1.SwitchoverResponse
-	(*FailoverRequest)(nil),          // 22: pgquorum.v1.FailoverRequest
-	(*SetPausedRequest)(nil),         // 23: pgquorum.v1.SetPausedRequest
-	(*SetPausedResponse)(nil),        // 24: pgquorum.v1.SetPausedResponse
-	(*HeartbeatResponse)(nil),        // 25: pgquorum.v1.HeartbeatResponse
-	(*SetConfigResponse)(nil),        // 26: pgquorum.v1.SetConfigResponse
-	(*BouncerHeartbeatRequest)(nil),  // 27: pgquorum.v1.BouncerHeartbeatRequest
-	(*BouncerHeartbeatResponse)(nil), // 28: pgquorum.v1.BouncerHeartbeatResponse
-	(Suffrage)(0),                    // 29: pgquorum.v1.Suffrage
-	(*Member)(nil),                   // 30: pgquorum.v1.Member
-	(*DynamicConfig)(nil),            // 31: pgquorum.v1.DynamicConfig
-	(*PrimaryAssignment)(nil),        // 32: pgquorum.v1.PrimaryAssignment
-	(*SyncState)(nil),                // 33: pgquorum.v1.SyncState
-	(*ClusterIdentity)(nil),          // 34: pgquorum.v1.ClusterIdentity
-	(*HistoryEntry)(nil),             // 35: pgquorum.v1.HistoryEntry
-	(*Switchover)(nil),               // 36: pgquorum.v1.Switchover
-	(*BouncerAgent)(nil),             // 37: pgquorum.v1.BouncerAgent
-	(*ClusterState)(nil),             // 38: pgquorum.v1.ClusterState
-	(*ReleaseLease)(nil),             // 39: pgquorum.v1.ReleaseLease
-	(*SetSync)(nil),                  // 40: pgquorum.v1.SetSync
-	(*SetConfig)(nil),                // 41: pgquorum.v1.SetConfig
-	(*UnregisterBouncer)(nil),        // 42: pgquorum.v1.UnregisterBouncer
+	(RestartRole)(0),                 // 2: pgquorum.v1.RestartRole
+	(LocalActionKind)(0),             // 3: pgquorum.v1.LocalActionKind
+	(*GetStateRequest)(nil),          // 4: pgquorum.v1.GetStateRequest
+	(*StatusRequest)(nil),            // 5: pgquorum.v1.StatusRequest
+	(*PeerStatus)(nil),               // 6: pgquorum.v1.PeerStatus
+	(*NodeStatus)(nil),               // 7: pgquorum.v1.NodeStatus
+	(*BouncerStatus)(nil),            // 8: pgquorum.v1.BouncerStatus
+	(*WatchRequest)(nil),             // 9: pgquorum.v1.WatchRequest
+	(*StateDelta)(nil),               // 10: pgquorum.v1.StateDelta
+	(*WatchEvent)(nil),               // 11: pgquorum.v1.WatchEvent
+	(*JoinRequest)(nil),              // 12: pgquorum.v1.JoinRequest
+	(*JoinResponse)(nil),             // 13: pgquorum.v1.JoinResponse
+	(*RemoveMemberRequest)(nil),      // 14: pgquorum.v1.RemoveMemberRequest
+	(*RemoveMemberResponse)(nil),     // 15: pgquorum.v1.RemoveMemberResponse
+	(*HeartbeatRequest)(nil),         // 16: pgquorum.v1.HeartbeatRequest
+	(*ReplicaHealth)(nil),            // 17: pgquorum.v1.ReplicaHealth
+	(*PostgresHealth)(nil),           // 18: pgquorum.v1.PostgresHealth
+	(*ProbeRequest)(nil),             // 19: pgquorum.v1.ProbeRequest
+	(*RenewLeaseRequest)(nil),        // 20: pgquorum.v1.RenewLeaseRequest
+	(*LeaseResponse)(nil),            // 21: pgquorum.v1.LeaseResponse
+	(*SwitchoverRequest)(nil),        // 22: pgquorum.v1.SwitchoverRequest
+	(*SwitchoverResponse)(nil),       // 23: pgquorum.v1.SwitchoverResponse
+	(*FailoverRequest)(nil),          // 24: pgquorum.v1.FailoverRequest
+	(*SetPausedRequest)(nil),         // 25: pgquorum.v1.SetPausedRequest
+	(*SetPausedResponse)(nil),        // 26: pgquorum.v1.SetPausedResponse
+	(*HeartbeatResponse)(nil),        // 27: pgquorum.v1.HeartbeatResponse
+	(*SetConfigResponse)(nil),        // 28: pgquorum.v1.SetConfigResponse
+	(*BouncerHeartbeatRequest)(nil),  // 29: pgquorum.v1.BouncerHeartbeatRequest
+	(*BouncerHeartbeatResponse)(nil), // 30: pgquorum.v1.BouncerHeartbeatResponse
+	(*RestartRequest)(nil),           // 31: pgquorum.v1.RestartRequest
+	(*ReloadRequest)(nil),            // 32: pgquorum.v1.ReloadRequest
+	(*ReinitRequest)(nil),            // 33: pgquorum.v1.ReinitRequest
+	(*FlushRequest)(nil),             // 34: pgquorum.v1.FlushRequest
+	(*LocalActionRequest)(nil),       // 35: pgquorum.v1.LocalActionRequest
+	(*MemberResult)(nil),             // 36: pgquorum.v1.MemberResult
+	(*ActionResponse)(nil),           // 37: pgquorum.v1.ActionResponse
+	(Suffrage)(0),                    // 38: pgquorum.v1.Suffrage
+	(*Member)(nil),                   // 39: pgquorum.v1.Member
+	(*DynamicConfig)(nil),            // 40: pgquorum.v1.DynamicConfig
+	(*PrimaryAssignment)(nil),        // 41: pgquorum.v1.PrimaryAssignment
+	(*SyncState)(nil),                // 42: pgquorum.v1.SyncState
+	(*ClusterIdentity)(nil),          // 43: pgquorum.v1.ClusterIdentity
+	(*HistoryEntry)(nil),             // 44: pgquorum.v1.HistoryEntry
+	(*Switchover)(nil),               // 45: pgquorum.v1.Switchover
+	(*BouncerAgent)(nil),             // 46: pgquorum.v1.BouncerAgent
+	(*ClusterState)(nil),             // 47: pgquorum.v1.ClusterState
+	(*ReleaseLease)(nil),             // 48: pgquorum.v1.ReleaseLease
+	(*SetSync)(nil),                  // 49: pgquorum.v1.SetSync
+	(*SetConfig)(nil),                // 50: pgquorum.v1.SetConfig
+	(*UnregisterBouncer)(nil),        // 51: pgquorum.v1.UnregisterBouncer
 }
 var file_pgquorum_v1_admin_proto_depIdxs = []int32{
-	29, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
-	4,  // 1: pgquorum.v1.NodeStatus.peers:type_name -> pgquorum.v1.PeerStatus
-	6,  // 2: pgquorum.v1.NodeStatus.bouncers:type_name -> pgquorum.v1.BouncerStatus
-	30, // 3: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
-	31, // 4: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
-	32, // 5: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
-	33, // 6: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
-	34, // 7: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
-	35, // 8: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
-	36, // 9: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
-	37, // 10: pgquorum.v1.StateDelta.upserted_bouncers:type_name -> pgquorum.v1.BouncerAgent
-	38, // 11: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
-	8,  // 12: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
-	30, // 13: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
-	34, // 14: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
-	16, // 15: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
+	38, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
+	6,  // 1: pgquorum.v1.NodeStatus.peers:type_name -> pgquorum.v1.PeerStatus
+	8,  // 2: pgquorum.v1.NodeStatus.bouncers:type_name -> pgquorum.v1.BouncerStatus
+	39, // 3: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
+	40, // 4: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
+	41, // 5: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
+	42, // 6: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
+	43, // 7: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
+	44, // 8: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
+	45, // 9: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
+	46, // 10: pgquorum.v1.StateDelta.upserted_bouncers:type_name -> pgquorum.v1.BouncerAgent
+	47, // 11: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
+	10, // 12: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
+	39, // 13: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
+	43, // 14: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
+	18, // 15: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
 	0,  // 16: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
-	15, // 17: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
+	17, // 17: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
 	1,  // 18: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
-	31, // 19: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
-	2,  // 20: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
-	3,  // 21: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
-	7,  // 22: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
-	10, // 23: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
-	12, // 24: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
-	14, // 25: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
-	18, // 26: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
-	39, // 27: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
-	40, // 28: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
-	17, // 29: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
-	20, // 30: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
-	22, // 31: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
-	23, // 32: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
-	41, // 33: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
-	27, // 34: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
-	42, // 35: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
-	38, // 36: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
-	5,  // 37: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
-	9,  // 38: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
-	11, // 39: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
-	13, // 40: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
-	25, // 41: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
-	19, // 42: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
-	19, // 43: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
-	19, // 44: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
-	16, // 45: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
-	21, // 46: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
-	21, // 47: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
-	24, // 48: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
-	26, // 49: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
-	28, // 50: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
-	19, // 51: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
-	36, // [36:52] is the sub-list for method output_type
-	20, // [20:36] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	40, // 19: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
+	2,  // 20: pgquorum.v1.RestartRequest.role:type_name -> pgquorum.v1.RestartRole
+	3,  // 21: pgquorum.v1.LocalActionRequest.action:type_name -> pgquorum.v1.LocalActionKind
+	36, // 22: pgquorum.v1.ActionResponse.results:type_name -> pgquorum.v1.MemberResult
+	4,  // 23: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
+	5,  // 24: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
+	9,  // 25: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
+	12, // 26: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
+	14, // 27: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
+	16, // 28: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
+	20, // 29: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
+	48, // 30: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
+	49, // 31: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
+	19, // 32: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
+	22, // 33: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
+	24, // 34: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
+	25, // 35: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
+	50, // 36: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
+	29, // 37: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
+	51, // 38: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
+	31, // 39: pgquorum.v1.Admin.Restart:input_type -> pgquorum.v1.RestartRequest
+	32, // 40: pgquorum.v1.Admin.Reload:input_type -> pgquorum.v1.ReloadRequest
+	33, // 41: pgquorum.v1.Admin.Reinit:input_type -> pgquorum.v1.ReinitRequest
+	34, // 42: pgquorum.v1.Admin.Flush:input_type -> pgquorum.v1.FlushRequest
+	35, // 43: pgquorum.v1.Admin.LocalAction:input_type -> pgquorum.v1.LocalActionRequest
+	47, // 44: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
+	7,  // 45: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
+	11, // 46: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
+	13, // 47: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
+	15, // 48: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
+	27, // 49: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
+	21, // 50: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
+	21, // 51: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
+	21, // 52: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
+	18, // 53: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
+	23, // 54: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
+	23, // 55: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
+	26, // 56: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
+	28, // 57: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
+	30, // 58: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
+	21, // 59: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
+	37, // 60: pgquorum.v1.Admin.Restart:output_type -> pgquorum.v1.ActionResponse
+	37, // 61: pgquorum.v1.Admin.Reload:output_type -> pgquorum.v1.ActionResponse
+	37, // 62: pgquorum.v1.Admin.Reinit:output_type -> pgquorum.v1.ActionResponse
+	37, // 63: pgquorum.v1.Admin.Flush:output_type -> pgquorum.v1.ActionResponse
+	36, // 64: pgquorum.v1.Admin.LocalAction:output_type -> pgquorum.v1.MemberResult
+	44, // [44:65] is the sub-list for method output_type
+	23, // [23:44] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_admin_proto_init() }
@@ -2267,8 +2841,8 @@ func file_pgquorum_v1_admin_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgquorum_v1_admin_proto_rawDesc), len(file_pgquorum_v1_admin_proto_rawDesc)),
-			NumEnums:      2,
-			NumMessages:   27,
+			NumEnums:      4,
+			NumMessages:   34,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -39,6 +39,11 @@ const (
 	Admin_SetConfig_FullMethodName         = "/pgquorum.v1.Admin/SetConfig"
 	Admin_BouncerHeartbeat_FullMethodName  = "/pgquorum.v1.Admin/BouncerHeartbeat"
 	Admin_UnregisterBouncer_FullMethodName = "/pgquorum.v1.Admin/UnregisterBouncer"
+	Admin_Restart_FullMethodName           = "/pgquorum.v1.Admin/Restart"
+	Admin_Reload_FullMethodName            = "/pgquorum.v1.Admin/Reload"
+	Admin_Reinit_FullMethodName            = "/pgquorum.v1.Admin/Reinit"
+	Admin_Flush_FullMethodName             = "/pgquorum.v1.Admin/Flush"
+	Admin_LocalAction_FullMethodName       = "/pgquorum.v1.Admin/LocalAction"
 )
 
 // AdminClient is the client API for Admin service.
@@ -84,6 +89,24 @@ type AdminClient interface {
 	BouncerHeartbeat(ctx context.Context, in *BouncerHeartbeatRequest, opts ...grpc.CallOption) (*BouncerHeartbeatResponse, error)
 	// UnregisterBouncer forgets a bouncer agent.
 	UnregisterBouncer(ctx context.Context, in *UnregisterBouncer, opts ...grpc.CallOption) (*LeaseResponse, error)
+	// Restart restarts the PostgreSQL of members one at a time, replicas
+	// first and the primary last (in place: it keeps its lease and stays
+	// primary), each waiting until the member is healthy again. The leader
+	// runs it and answers when it is done; with scheduled_at_unix_ms it
+	// holds the plan in memory until then (Flush cancels it).
+	Restart(ctx context.Context, in *RestartRequest, opts ...grpc.CallOption) (*ActionResponse, error)
+	// Reload makes the PostgreSQL of members re-read its configuration.
+	Reload(ctx context.Context, in *ReloadRequest, opts ...grpc.CallOption) (*ActionResponse, error)
+	// Reinit throws a replica's data directory away and clones it again
+	// from the primary. The primary is refused (FAILED_PRECONDITION).
+	Reinit(ctx context.Context, in *ReinitRequest, opts ...grpc.CallOption) (*ActionResponse, error)
+	// Flush cancels the scheduled switchover and the scheduled restart.
+	Flush(ctx context.Context, in *FlushRequest, opts ...grpc.CallOption) (*ActionResponse, error)
+	// LocalAction carries out a restart, reload or reinit of the answering
+	// node's own PostgreSQL through its actuator. Only nodes call it: the
+	// leader sends it to the target member after validating an operator's
+	// Restart, Reload or Reinit.
+	LocalAction(ctx context.Context, in *LocalActionRequest, opts ...grpc.CallOption) (*MemberResult, error)
 }
 
 type adminClient struct {
@@ -263,6 +286,56 @@ func (c *adminClient) UnregisterBouncer(ctx context.Context, in *UnregisterBounc
 	return out, nil
 }
 
+func (c *adminClient) Restart(ctx context.Context, in *RestartRequest, opts ...grpc.CallOption) (*ActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActionResponse)
+	err := c.cc.Invoke(ctx, Admin_Restart_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Reload(ctx context.Context, in *ReloadRequest, opts ...grpc.CallOption) (*ActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActionResponse)
+	err := c.cc.Invoke(ctx, Admin_Reload_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Reinit(ctx context.Context, in *ReinitRequest, opts ...grpc.CallOption) (*ActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActionResponse)
+	err := c.cc.Invoke(ctx, Admin_Reinit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) Flush(ctx context.Context, in *FlushRequest, opts ...grpc.CallOption) (*ActionResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ActionResponse)
+	err := c.cc.Invoke(ctx, Admin_Flush_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) LocalAction(ctx context.Context, in *LocalActionRequest, opts ...grpc.CallOption) (*MemberResult, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(MemberResult)
+	err := c.cc.Invoke(ctx, Admin_LocalAction_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -306,6 +379,24 @@ type AdminServer interface {
 	BouncerHeartbeat(context.Context, *BouncerHeartbeatRequest) (*BouncerHeartbeatResponse, error)
 	// UnregisterBouncer forgets a bouncer agent.
 	UnregisterBouncer(context.Context, *UnregisterBouncer) (*LeaseResponse, error)
+	// Restart restarts the PostgreSQL of members one at a time, replicas
+	// first and the primary last (in place: it keeps its lease and stays
+	// primary), each waiting until the member is healthy again. The leader
+	// runs it and answers when it is done; with scheduled_at_unix_ms it
+	// holds the plan in memory until then (Flush cancels it).
+	Restart(context.Context, *RestartRequest) (*ActionResponse, error)
+	// Reload makes the PostgreSQL of members re-read its configuration.
+	Reload(context.Context, *ReloadRequest) (*ActionResponse, error)
+	// Reinit throws a replica's data directory away and clones it again
+	// from the primary. The primary is refused (FAILED_PRECONDITION).
+	Reinit(context.Context, *ReinitRequest) (*ActionResponse, error)
+	// Flush cancels the scheduled switchover and the scheduled restart.
+	Flush(context.Context, *FlushRequest) (*ActionResponse, error)
+	// LocalAction carries out a restart, reload or reinit of the answering
+	// node's own PostgreSQL through its actuator. Only nodes call it: the
+	// leader sends it to the target member after validating an operator's
+	// Restart, Reload or Reinit.
+	LocalAction(context.Context, *LocalActionRequest) (*MemberResult, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -363,6 +454,21 @@ func (UnimplementedAdminServer) BouncerHeartbeat(context.Context, *BouncerHeartb
 }
 func (UnimplementedAdminServer) UnregisterBouncer(context.Context, *UnregisterBouncer) (*LeaseResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method UnregisterBouncer not implemented")
+}
+func (UnimplementedAdminServer) Restart(context.Context, *RestartRequest) (*ActionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Restart not implemented")
+}
+func (UnimplementedAdminServer) Reload(context.Context, *ReloadRequest) (*ActionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Reload not implemented")
+}
+func (UnimplementedAdminServer) Reinit(context.Context, *ReinitRequest) (*ActionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Reinit not implemented")
+}
+func (UnimplementedAdminServer) Flush(context.Context, *FlushRequest) (*ActionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method Flush not implemented")
+}
+func (UnimplementedAdminServer) LocalAction(context.Context, *LocalActionRequest) (*MemberResult, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method LocalAction not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -666,6 +772,96 @@ func _Admin_UnregisterBouncer_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_Restart_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RestartRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Restart(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Restart_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Restart(ctx, req.(*RestartRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Reload_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReloadRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Reload(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Reload_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Reload(ctx, req.(*ReloadRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Reinit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReinitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Reinit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Reinit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Reinit(ctx, req.(*ReinitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_Flush_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FlushRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).Flush(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_Flush_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).Flush(ctx, req.(*FlushRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_LocalAction_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LocalActionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).LocalAction(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_LocalAction_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).LocalAction(ctx, req.(*LocalActionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -732,6 +928,26 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UnregisterBouncer",
 			Handler:    _Admin_UnregisterBouncer_Handler,
+		},
+		{
+			MethodName: "Restart",
+			Handler:    _Admin_Restart_Handler,
+		},
+		{
+			MethodName: "Reload",
+			Handler:    _Admin_Reload_Handler,
+		},
+		{
+			MethodName: "Reinit",
+			Handler:    _Admin_Reinit_Handler,
+		},
+		{
+			MethodName: "Flush",
+			Handler:    _Admin_Flush_Handler,
+		},
+		{
+			MethodName: "LocalAction",
+			Handler:    _Admin_LocalAction_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
