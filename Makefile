@@ -4,7 +4,7 @@ BIN       ?= bin/pgquorum
 PKGS      ?= ./...
 PROTO_DIR := proto
 
-.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop bench-failover bench-switchover
+.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop bench-failover bench-switchover chaos
 
 all: build
 
@@ -20,6 +20,7 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -p 1 -timeout 40m $(PKGS)
+	$(GO) test -tags chaos -count=1 -run '^TestChaosShort$$' -timeout 15m ./internal/chaos
 
 ## test-short: unit and in-process tests only (no real Postgres/PgBouncer)
 test-short:
@@ -67,3 +68,10 @@ bench-failover: deps
 bench-switchover: deps
 	PGQUORUMBENCH=switchover PGQUORUMBENCH_TRIALS=$(TRIALS) PGQUORUMBENCH_PROFILE=$(PROFILE) \
 	  $(GO) test -count=1 -timeout 60m -run '^TestBenchSwitchover$$' -v ./internal/e2e/ | grep -E 'trial|SWITCHOVER|FAIL|ok|PASS'
+
+## chaos: a fault campaign in network namespaces (root; DURATION, SEED to replay; see docs/chaos.md)
+DURATION ?= 30m
+SEED     ?=
+chaos: deps
+	CHAOS_DURATION=$(DURATION) SEED=$(SEED) \
+	  $(GO) test -tags chaos -count=1 -v -run '^TestChaosCampaign$$' -timeout 3h ./internal/chaos
