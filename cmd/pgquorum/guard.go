@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/pgquorum/pgquorum/pgnode"
@@ -50,7 +51,7 @@ func newGuardClient(dataDir string) *pgnode.GuardClient {
 		}
 		defer logf.Close()
 		c := exec.Command(exe, "fence-guard", "--socket", socket)
-		c.Env = os.Environ()
+		c.Env = guardEnv(os.Environ())
 		c.Stdout, c.Stderr = logf, logf
 		c.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 		if err := c.Start(); err != nil {
@@ -61,4 +62,20 @@ func newGuardClient(dataDir string) *pgnode.GuardClient {
 		return c.Process.Release()
 	}
 	return pgnode.NewGuardClient(socket, spawn)
+}
+
+// guardEnv is environ without the node's configuration variables and libpq's
+// password variables. The guard needs none of them, and it outlives the agent:
+// a PGQUORUM_POSTGRES_*_PASSWORD given to the agent must not stay readable in
+// the guard's /proc/PID/environ for as long as the guard runs.
+func guardEnv(environ []string) []string {
+	out := make([]string, 0, len(environ))
+	for _, kv := range environ {
+		name, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(name, "PGQUORUM") || strings.HasPrefix(name, "PGPASS") {
+			continue
+		}
+		out = append(out, kv)
+	}
+	return out
 }
