@@ -29,14 +29,14 @@ func (n *Node) Promote(ctx context.Context) error {
 		secs := int(n.cfg.PromoteTimeout / time.Second)
 		pctx, cancel := context.WithTimeout(ctx, n.cfg.PromoteTimeout+n.cfg.ProbeTimeout)
 		defer cancel()
-		conn, err := n.connect(pctx)
+		conn, err := n.acquire(pctx)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrPromoteFailed, n.cfg.DataDir, err)
 		}
 		var ok bool
 		start := time.Now()
 		err = conn.QueryRow(pctx, "SELECT pg_promote(true, $1)", secs).Scan(&ok)
-		closeConn(conn)
+		n.release(conn, err)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrPromoteFailed, n.cfg.DataDir, err)
 		}

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Node manages the PostgreSQL server of one data directory. Its methods
@@ -24,6 +26,10 @@ type Node struct {
 	mu     sync.Mutex // guards the fields below and process fields
 	proc   *process
 	params map[string]string
+
+	connMu sync.Mutex // guards idle
+	// idle is a local connection kept between probes (see withConn).
+	idle *pgx.Conn
 }
 
 // New validates cfg (after applying defaults) and returns a Node. It does

@@ -269,6 +269,7 @@ func (n *Node) stopProcess(ctx context.Context, p *process, mode StopMode) error
 	n.mu.Unlock()
 	log := n.log.With("pid", p.pid, "mode", mode.String())
 	log.Info("stopping postmaster")
+	n.dropIdle()
 	shm := -1
 	if pf, ok, _ := readPIDFile(n.cfg.DataDir); ok && pf.pid == p.pid {
 		shm = pf.shmID

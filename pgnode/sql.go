@@ -48,8 +48,27 @@ func closeConn(conn *pgx.Conn) {
 	_ = conn.Close(ctx)
 }
 
-// withConn runs f on a fresh local connection bounded by ProbeTimeout.
+// withConn runs f on a local connection bounded by ProbeTimeout: the idle
+// one kept from an earlier call when it still answers, else a new one. A
+// new connection costs a fork and a SCRAM handshake (tens of milliseconds
+// on a busy host), and probes, reloads and promotion sit on the failover
+// path and run every few hundred milliseconds on an idle node. f must not
+// leave session state behind (SET, an open transaction); use
+// withFreshConn for that.
 func (n *Node) withConn(ctx context.Context, f func(context.Context, *pgx.Conn) error) error {
+	ctx, cancel := context.WithTimeout(ctx, n.cfg.ProbeTimeout)
+	defer cancel()
+	conn, err := n.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	err = f(ctx, conn)
+	n.release(conn, err)
+	return err
+}
+
+// withFreshConn runs f on a new local connection that is closed after.
+func (n *Node) withFreshConn(ctx context.Context, f func(context.Context, *pgx.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ProbeTimeout)
 	defer cancel()
 	conn, err := n.connect(ctx)
@@ -58,6 +77,49 @@ func (n *Node) withConn(ctx context.Context, f func(context.Context, *pgx.Conn) 
 	}
 	defer closeConn(conn)
 	return f(ctx, conn)
+}
+
+// acquire takes the idle local connection if it still answers a ping (the
+// server may have restarted since), else opens a new one.
+func (n *Node) acquire(ctx context.Context) (*pgx.Conn, error) {
+	n.connMu.Lock()
+	c := n.idle
+	n.idle = nil
+	n.connMu.Unlock()
+	if c != nil {
+		if !c.IsClosed() && c.Ping(ctx) == nil {
+			return c, nil
+		}
+		closeConn(c)
+	}
+	return n.connect(ctx)
+}
+
+// release keeps c as the idle connection when f succeeded and left the
+// session clean; anything else is closed, so a connection that saw an
+// error (a timeout can leave it mid-protocol) is never reused.
+func (n *Node) release(c *pgx.Conn, err error) {
+	if err == nil && !c.IsClosed() && c.PgConn().TxStatus() == 'I' {
+		n.connMu.Lock()
+		if n.idle == nil {
+			n.idle, c = c, nil
+		}
+		n.connMu.Unlock()
+	}
+	if c != nil {
+		closeConn(c)
+	}
+}
+
+// dropIdle closes the idle local connection (the server is going away).
+func (n *Node) dropIdle() {
+	n.connMu.Lock()
+	c := n.idle
+	n.idle = nil
+	n.connMu.Unlock()
+	if c != nil {
+		closeConn(c)
+	}
 }
 
 func (n *Node) ping(ctx context.Context) error {
@@ -119,7 +181,7 @@ func quoteLiteral(s string) string {
 // replication and rewind roles, and grants the rewind role the functions
 // pg_rewind calls (and pg_checkpoint, so pgnode can checkpoint a source).
 func (n *Node) ensureRoles(ctx context.Context) error {
-	return n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+	return n.withFreshConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
 		if _, err := c.Exec(ctx, "SET log_statement = 'none'"); err != nil {
 			return err
 		}
