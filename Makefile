@@ -4,7 +4,7 @@ BIN       ?= bin/pgquorum
 PKGS      ?= ./...
 PROTO_DIR := proto
 
-.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop bench-failover bench-switchover chaos
+.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop bench-failover bench-switchover chaos fuzz-short
 
 all: build
 
@@ -20,11 +20,22 @@ deps:
 test: deps
 	$(GO) vet $(PKGS)
 	$(GO) test -race -count=1 -p 1 -timeout 40m $(PKGS)
+	$(MAKE) fuzz-short
 	$(GO) test -tags chaos -count=1 -run '^TestChaosShort$$' -timeout 15m ./internal/chaos
 
 ## test-short: unit and in-process tests only (no real Postgres/PgBouncer)
 test-short:
 	$(GO) test -short -count=1 $(PKGS)
+
+## fuzz-short: each fuzz target for FUZZTIME from its committed seed corpus
+## (testdata/fuzz/<Name>/); go test -fuzz takes one package and one target.
+FUZZTIME     ?= 15s
+FUZZ_TARGETS := ./fsm:FuzzDecode ./fsm:FuzzRestore ./fsm:FuzzApply ./server/config:FuzzLoad ./bouncer:FuzzRender
+fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	  echo "fuzz $${t#*:} in $${t%%:*} for $(FUZZTIME)"; \
+	  $(GO) test -count=1 -run='^$$' -fuzz="^$${t#*:}\$$" -fuzztime=$(FUZZTIME) $${t%%:*}; \
+	done
 
 ## lint: gofmt, go vet, staticcheck
 lint:
