@@ -182,11 +182,19 @@ func quoteLiteral(s string) string {
 // pg_rewind calls (and pg_checkpoint, so pgnode can checkpoint a source).
 func (n *Node) ensureRoles(ctx context.Context) error {
 	return n.withFreshConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
-		if _, err := c.Exec(ctx, "SET log_statement = 'none'"); err != nil {
+		// Passwords go out as SCRAM verifiers (passwordLiteral); the
+		// session settings keep a clear-text fallback out of the server log.
+		for _, s := range []string{"SET log_statement = 'none'", "SET log_min_duration_statement = -1", "SET log_min_error_statement = 'panic'"} {
+			if _, err := c.Exec(ctx, s); err != nil {
+				return err
+			}
+		}
+		suPW, err := passwordLiteral(n.cfg.Superuser.Password)
+		if err != nil {
 			return err
 		}
 		stmts := []string{
-			fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{n.cfg.Superuser.Username}.Sanitize(), quoteLiteral(n.cfg.Superuser.Password)),
+			fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{n.cfg.Superuser.Username}.Sanitize(), suPW),
 		}
 		for _, r := range []struct {
 			cr    Credentials
@@ -203,8 +211,12 @@ func (n *Node) ensureRoles(ctx context.Context) error {
 			if exists {
 				verb = "ALTER"
 			}
+			pw, err := passwordLiteral(r.cr.Password)
+			if err != nil {
+				return err
+			}
 			stmts = append(stmts, fmt.Sprintf("%s ROLE %s WITH %s PASSWORD %s", verb,
-				pgx.Identifier{r.cr.Username}.Sanitize(), r.attrs, quoteLiteral(r.cr.Password)))
+				pgx.Identifier{r.cr.Username}.Sanitize(), r.attrs, pw))
 		}
 		rw := pgx.Identifier{n.cfg.Rewind.Username}.Sanitize()
 		for _, f := range []string{

@@ -1,0 +1,79 @@
+package pgnode
+
+import (
+	"os"
+	"strings"
+	"testing"
+)
+
+// TestScramVerifier_Form: printable ASCII passwords become a verifier of
+// PostgreSQL's form with a fresh salt; others are left to the server.
+func TestScramVerifier_Form(t *testing.T) {
+	a, ok, err := scramVerifier("s3cret 'x'")
+	if err != nil || !ok {
+		t.Fatalf("scramVerifier: %v, ok %v", err, ok)
+	}
+	b, _, _ := scramVerifier("s3cret 'x'")
+	if !strings.HasPrefix(a, "SCRAM-SHA-256$4096:") || strings.Count(a, "$") != 2 || strings.Count(a, ":") != 2 {
+		t.Fatalf("verifier %q", a)
+	}
+	if a == b {
+		t.Fatal("two verifiers share a salt")
+	}
+	if strings.Contains(a, "s3cret") {
+		t.Fatalf("verifier holds the password: %q", a)
+	}
+	if _, ok, _ := scramVerifier("mot-de-passé"); ok {
+		t.Fatal("non-ASCII password got a client-side verifier (SASLprep is the server's)")
+	}
+}
+
+// TestNode_PasswordsNeverReachServerLog bootstraps with every statement
+// logged and checks that no role password (ASCII or not) reaches the
+// postmaster's log, that the stored secrets are SCRAM verifiers, and that
+// every role logs in with its password.
+func TestNode_PasswordsNeverReachServerLog(t *testing.T) {
+	requirePG(t)
+	t.Parallel()
+	ctx := testCtx(t)
+	base := reachableTempDir(t)
+	cfg := testConfig(t, base, "n1")
+	cfg.Superuser.Password = "leak-test-super-7f3a"
+	cfg.Replication.Password = "leak-test-répl-91c2" // not ASCII: sent in clear, logging off
+	cfg.Rewind.Password = "leak-test-rewind-4be8"
+	cfg.Parameters["log_statement"] = "all"
+	cfg.Parameters["log_min_duration_statement"] = "0"
+	cfg.Parameters["log_min_error_statement"] = "debug5"
+	n := newTestNode(t, cfg)
+	if _, err := n.Bootstrap(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The second run takes the ALTER ROLE path for every role.
+	if err := n.ensureRoles(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, cr := range []Credentials{cfg.Superuser, cfg.Replication, cfg.Rewind} {
+		c, err := n.connectTo(ctx, "127.0.0.1", cfg.Port, cr)
+		if err != nil {
+			t.Fatalf("%s cannot log in with its password: %v", cr.Username, err)
+		}
+		var secret string
+		err = c.QueryRow(ctx, "SELECT rolpassword FROM pg_authid WHERE rolname = current_user").Scan(&secret)
+		if cr.Username == cfg.Superuser.Username && (err != nil || !strings.HasPrefix(secret, "SCRAM-SHA-256$")) {
+			t.Errorf("superuser's stored secret %q, %v", secret, err)
+		}
+		closeConn(c)
+	}
+	logText, err := os.ReadFile(n.Config().LogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logText), "statement:") {
+		t.Fatalf("statement logging did not take effect; the test proves nothing:\n%s", logText)
+	}
+	for _, pw := range []string{cfg.Superuser.Password, cfg.Replication.Password, cfg.Rewind.Password} {
+		if strings.Contains(string(logText), pw) {
+			t.Errorf("password %q in the server log %s", pw, n.Config().LogFile)
+		}
+	}
+}
