@@ -26,7 +26,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(serveCmd(), validateConfigCmd(), ctlCmd(), versionCmd(), guardCmd(), bouncerCmd())
+	root.AddCommand(serveCmd(), validateConfigCmd(), ctlCmd(), versionCmd(), guardCmd(), bouncerCmd(), genConfigCmd())
 	return root
 }
 
