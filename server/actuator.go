@@ -230,6 +230,13 @@ func (a *actuator) converge(ctx context.Context) error {
 	fenced := a.fenced
 	a.mu.Unlock()
 
+	if sw := st.Switchover; !fenced && p.GetMemberId() == me && !p.Released && a.releasedEpoch() != p.Epoch &&
+		sw != nil && sw.SteppingDown && sw.From == me && sw.Epoch == p.Epoch {
+		// Clients wait in PgBouncer from here on: step down before the
+		// data directory inspection (an exec of pg_controldata), which a
+		// running primary of a verified cluster does not need.
+		return a.stepDown(ctx, p, "switchover")
+	}
 	info, err := a.pg.Inspect(ctx)
 	if err != nil {
 		return fmt.Errorf("inspect data directory: %w", err)
@@ -315,11 +322,9 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 	if status.InRecovery {
 		// The standby copied the old primary's synchronous_standby_names;
 		// choose what the new primary waits for before it takes writes.
-		var initial []string
-		if st.Config.GetSynchronousMode() == pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT {
-			initial = a.eligibleSync(st)
-		}
-		if err := a.setPGSync(ctx, initial, int(max(st.Config.GetSynchronousNodeCount(), 1))); err != nil {
+		// (Standbys keep it ready, see presetPromotionSync: usually a
+		// no-op here.)
+		if err := a.setPGSync(ctx, a.promotionSync(st), int(max(st.Config.GetSynchronousNodeCount(), 1))); err != nil {
 			return fmt.Errorf("set synchronous standbys before promotion: %w", err)
 		}
 		if err := a.acquireLease(ctx, p.Epoch); err != nil {
@@ -505,6 +510,7 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 		a.mu.Unlock()
 	}
 	a.markApplied(p.Epoch)
+	a.presetPromotionSync(ctx, st)
 	return a.applyParameters(ctx, st)
 }
 

@@ -158,3 +158,32 @@ func sortedCopy(s []string) []string {
 	sort.Strings(c)
 	return c
 }
+
+// promotionSync is what synchronous_standby_names must be the moment this
+// node is promoted: in strict mode every member that may be a synchronous
+// standby (writes wait until the FSM records one), otherwise nothing, so
+// the new primary takes writes at once and manageSync adds the standbys
+// it recorded.
+func (a *actuator) promotionSync(st *pb.ClusterState) []string {
+	if st.Config.GetSynchronousMode() != pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT {
+		return nil
+	}
+	var ids []string
+	for _, m := range st.Members {
+		if m.Id != a.s.opts.NodeID && m.Role == pb.MemberRole_MEMBER_ROLE_POSTGRES && !m.Tags.GetNofailover() {
+			ids = append(ids, m.Id)
+		}
+	}
+	return ids
+}
+
+// presetPromotionSync writes promotionSync on a standby, where PostgreSQL
+// ignores it, so a promotion does not wait for a configuration reload
+// (a standby also inherits the old primary's value through
+// pg_basebackup). Failures are only logged: the promotion path sets it
+// again before it promotes.
+func (a *actuator) presetPromotionSync(ctx context.Context, st *pb.ClusterState) {
+	if err := a.setPGSync(ctx, a.promotionSync(st), int(max(st.Config.GetSynchronousNodeCount(), 1))); err != nil {
+		a.log.Warn("preset synchronous_standby_names for a promotion", "err", err)
+	}
+}
