@@ -44,6 +44,13 @@ var methodRoles = map[string]mtls.Role{
 	pb.Admin_Failover_FullMethodName:   mtls.RoleAdmin,
 	pb.Admin_SetPaused_FullMethodName:  mtls.RoleAdmin,
 	pb.Admin_SetConfig_FullMethodName:  mtls.RoleAdmin,
+	pb.Admin_Restart_FullMethodName:    mtls.RoleAdmin,
+	pb.Admin_Reload_FullMethodName:     mtls.RoleAdmin,
+	pb.Admin_Reinit_FullMethodName:     mtls.RoleAdmin,
+	pb.Admin_Flush_FullMethodName:      mtls.RoleAdmin,
+	// Only nodes: the leader (or the node serving Reload or Reinit) sends
+	// it after checking the operator's request.
+	pb.Admin_LocalAction_FullMethodName: mtls.RoleNode,
 
 	pb.Admin_BouncerHeartbeat_FullMethodName:  mtls.RoleBouncer | mtls.RoleNode,
 	pb.Admin_UnregisterBouncer_FullMethodName: mtls.RoleAdmin,

@@ -110,3 +110,43 @@ func (a *Admin) UnregisterBouncer(ctx context.Context, req *pb.UnregisterBouncer
 		return c.UnregisterBouncer(ctx, req)
 	})
 }
+
+// Restart implements pb.AdminServer. The leader runs it.
+func (a *Admin) Restart(ctx context.Context, req *pb.RestartRequest) (*pb.ActionResponse, error) {
+	resp, err := a.srv.Restart(ctx, req)
+	if err == nil {
+		return resp, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.ActionResponse, error) {
+		return c.Restart(ctx, req)
+	})
+}
+
+// Flush implements pb.AdminServer. The leader runs it.
+func (a *Admin) Flush(ctx context.Context, req *pb.FlushRequest) (*pb.ActionResponse, error) {
+	resp, err := a.srv.Flush(ctx, req)
+	if err == nil {
+		return resp, nil
+	}
+	return forward(ctx, a, err, func(ctx context.Context, c pb.AdminClient) (*pb.ActionResponse, error) {
+		return c.Flush(ctx, req)
+	})
+}
+
+// Reload implements pb.AdminServer. Any node serves it.
+func (a *Admin) Reload(ctx context.Context, req *pb.ReloadRequest) (*pb.ActionResponse, error) {
+	resp, err := a.srv.Reload(ctx, req)
+	return resp, toStatus(err)
+}
+
+// Reinit implements pb.AdminServer. Any node serves it.
+func (a *Admin) Reinit(ctx context.Context, req *pb.ReinitRequest) (*pb.ActionResponse, error) {
+	resp, err := a.srv.Reinit(ctx, req)
+	return resp, toStatus(err)
+}
+
+// LocalAction implements pb.AdminServer. It always acts on this node.
+func (a *Admin) LocalAction(ctx context.Context, req *pb.LocalActionRequest) (*pb.MemberResult, error) {
+	resp, err := a.srv.LocalAction(ctx, req)
+	return resp, toStatus(err)
+}

@@ -63,10 +63,20 @@ type actuator struct {
 	pgSyncSet bool
 
 	wake chan struct{}
+	// requests carries operators' restarts, reloads and reinits to the
+	// converge loop (see localRequest).
+	requests chan *localRequest
+	// lastRole is the role last converged to ("primary", "replica"), for
+	// the on_role_change callback; empty until the first convergence.
+	lastRole string
+	// quiet suppresses the on_start and on_stop callbacks while an
+	// operator's restart runs (it fires on_restart instead).
+	quiet bool
 }
 
 func newActuator(s *Server, pg Postgres) *actuator {
-	return &actuator{s: s, pg: pg, log: s.log.With("component", "actuator"), wake: make(chan struct{}, 1)}
+	return &actuator{s: s, pg: pg, log: s.log.With("component", "actuator"), wake: make(chan struct{}, 1),
+		requests: make(chan *localRequest)}
 }
 
 // Health returns the latest health, for heartbeats.
@@ -210,6 +220,8 @@ func (a *actuator) convergeLoop(ctx context.Context) {
 				_, sub = a.s.fsm.Subscribe(^uint64(0), 64)
 			}
 		case <-a.wake:
+		case r := <-a.requests:
+			a.handle(ctx, r)
 		case <-t.C:
 		}
 		t.Stop()
@@ -269,7 +281,12 @@ func (a *actuator) converge(ctx context.Context) error {
 }
 
 func (a *actuator) stop(ctx context.Context, mode pgnode.StopMode) error {
-	return a.pg.Stop(ctx, mode)
+	running := a.pg.Process().State == pgnode.ProcessRunning
+	err := a.pg.Stop(ctx, mode)
+	if err == nil && running {
+		a.lifecycle(cbStop)
+	}
+	return err
 }
 
 // convergePrimary makes this node the primary of the committed epoch.
@@ -300,6 +317,7 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		}
 		a.log.Info("initialized new cluster", "epoch", p.Epoch, "system_identifier", sysid)
 		a.probe(ctx)
+		a.lifecycle(cbStart)
 	} else if !info.Running || a.pg.Process().State == pgnode.ProcessNone {
 		if !info.Running && !info.Standby {
 			// Starting a primary data directory makes it writable.
@@ -309,6 +327,9 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		}
 		if err := a.startForPrimary(ctx, info); err != nil {
 			return a.primaryDown(ctx, p, err)
+		}
+		if !info.Running {
+			a.lifecycle(cbStart)
 		}
 		a.mu.Lock()
 		a.pgSyncSet = false
@@ -338,6 +359,7 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		a.probe(ctx)
 	}
 	a.markApplied(p.Epoch)
+	a.noteRole("primary")
 	a.ensureGuard()
 	slots := a.slotNames(st)
 	a.mu.Lock()
@@ -508,8 +530,12 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 		a.mu.Lock()
 		a.following = up
 		a.mu.Unlock()
+		if !info.Running {
+			a.lifecycle(cbStart)
+		}
 	}
 	a.markApplied(p.Epoch)
+	a.noteRole("replica")
 	a.presetPromotionSync(ctx, st)
 	return a.applyParameters(ctx, st)
 }

@@ -76,6 +76,9 @@ type Options struct {
 	// postmaster if this agent stops renewing; nil disables it.
 	Guard FenceGuard
 
+	// Callbacks are the scripts run on PostgreSQL events.
+	Callbacks Callbacks
+
 	// InitialConfig is the dynamic config a new cluster starts with.
 	InitialConfig *pb.DynamicConfig
 

@@ -32,6 +32,8 @@ type Server struct {
 	local        LocalPostgres
 	act          *actuator
 	bouncers     *bouncerAcks
+	callbacks    *callbackRunner
+	restarts     restartPlans
 	leaderWake   chan struct{}
 	nodeWake     chan struct{}
 
@@ -64,6 +66,7 @@ func New(opts Options) (*Server, error) {
 		nodeWake:     make(chan struct{}, 1),
 		fatal:        make(chan error, 1),
 	}
+	s.callbacks = newCallbackRunner(opts.Callbacks, opts.ClusterName, s.log)
 	if opts.Postgres != nil {
 		s.act = newActuator(s, opts.Postgres)
 		s.local = s.act
@@ -96,9 +99,11 @@ func (s *Server) Run(ctx context.Context) error {
 	defer s.Shutdown()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	defer s.restarts.stop()
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); s.monitorLeadership(ctx) }()
+	go func() { defer wg.Done(); s.callbacks.run(ctx) }()
 	go func() { defer wg.Done(); s.nodeLoop(ctx) }()
 	if s.act != nil {
 		wg.Add(1)

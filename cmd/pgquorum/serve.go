@@ -94,6 +94,10 @@ func serverOptions(cfg *config.Config, pool *rpc.Pool, log *slog.Logger) (server
 		SnapshotThreshold: uint64(cfg.Raft.SnapshotThreshold), SnapshotInterval: cfg.Raft.SnapshotInterval,
 		SnapshotRetain: cfg.Raft.SnapshotRetain, TrailingLogs: uint64(cfg.Raft.TrailingLogs),
 		Dial: pool.Client, Logger: log, Version: version,
+		Callbacks: server.Callbacks{
+			OnStart: cfg.Callbacks.OnStart, OnStop: cfg.Callbacks.OnStop, OnRestart: cfg.Callbacks.OnRestart,
+			OnReload: cfg.Callbacks.OnReload, OnRoleChange: cfg.Callbacks.OnRoleChange, Timeout: cfg.Callbacks.Timeout,
+		},
 	}
 	if cfg.Role == config.RoleWitness {
 		o.Role = pb.MemberRole_MEMBER_ROLE_WITNESS

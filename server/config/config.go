@@ -35,7 +35,22 @@ type Config struct {
 	Bootstrap   Bootstrap `mapstructure:"bootstrap"`
 	Timing      Timing    `mapstructure:"timing"`
 	Postgres    Postgres  `mapstructure:"postgres"`
+	Callbacks   Callbacks `mapstructure:"callbacks"`
 	Log         Log       `mapstructure:"log"`
+}
+
+// Callbacks are scripts run on PostgreSQL events, with Patroni's arguments:
+// the action (on_start, ...), the role (primary or replica) and the cluster
+// name. They run one at a time per node, in the background: a failing or
+// hanging script is logged and killed after the timeout, and never delays
+// the agent (failover included).
+type Callbacks struct {
+	OnStart      string        `mapstructure:"on_start" doc:"Executable run after the agent started PostgreSQL. Empty = none. Must be an absolute path to an executable file."`
+	OnStop       string        `mapstructure:"on_stop" doc:"Executable run after the agent stopped PostgreSQL. Same rules as on_start."`
+	OnRestart    string        `mapstructure:"on_restart" doc:"Executable run after an operator's restart (ctl restart). Same rules as on_start."`
+	OnReload     string        `mapstructure:"on_reload" doc:"Executable run after a configuration reload (ctl reload). Same rules as on_start."`
+	OnRoleChange string        `mapstructure:"on_role_change" doc:"Executable run after this member became primary (promotion) or replica (demotion). Same rules as on_start."`
+	Timeout      time.Duration `mapstructure:"timeout" doc:"How long a callback may run before it is killed (with its process group). 1s to 10m."`
 }
 
 // Tags are the member's scheduling hints, known from Patroni.
@@ -153,7 +168,8 @@ func Default(p Profile) (*Config, error) {
 			Initdb:          []string{"--data-checksums", "--encoding=UTF8", "--locale=C"},
 			Parameters:      map[string]string{},
 		},
-		Log: Log{Level: "info", Format: "text"},
+		Callbacks: Callbacks{Timeout: 30 * time.Second},
+		Log:       Log{Level: "info", Format: "text"},
 	}, nil
 }
 

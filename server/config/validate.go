@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Validate checks the whole configuration and returns every problem at once
@@ -40,9 +41,38 @@ func (c *Config) Validate() error {
 	if c.Role == RolePostgres {
 		c.validatePostgres(&v)
 	}
+	c.Callbacks.validate(&v)
 	oneOf(&v, "log.level", c.Log.Level, "debug", "info", "warn", "error")
 	oneOf(&v, "log.format", c.Log.Format, "text", "json")
 	return v.err()
+}
+
+// validate checks that each callback names an executable file by an
+// absolute path (the agent's working directory is not the operator's) and
+// that the timeout is sane.
+func (cb Callbacks) validate(v *problems) {
+	for _, s := range []struct{ key, path string }{
+		{"callbacks.on_start", cb.OnStart}, {"callbacks.on_stop", cb.OnStop}, {"callbacks.on_restart", cb.OnRestart},
+		{"callbacks.on_reload", cb.OnReload}, {"callbacks.on_role_change", cb.OnRoleChange},
+	} {
+		if s.path == "" {
+			continue
+		}
+		if !filepath.IsAbs(s.path) {
+			v.addf(s.key, "%q is not an absolute path", s.path)
+			continue
+		}
+		fi, err := os.Stat(s.path)
+		switch {
+		case err != nil:
+			v.addf(s.key, "%q: %v", s.path, unwrapPathError(err))
+		case fi.IsDir() || fi.Mode().Perm()&0o111 == 0:
+			v.addf(s.key, "%q is not an executable file", s.path)
+		}
+	}
+	if cb.Timeout < time.Second || cb.Timeout > 10*time.Minute {
+		v.addf("callbacks.timeout", "%s is outside 1s to 10m", cb.Timeout)
+	}
 }
 
 func (c *Config) validateListeners(v *problems) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -54,6 +55,9 @@ type Host struct {
 	syncCount   int
 	slots       []string
 	params      map[string]string
+	// live is params as the running postmaster read them at its start:
+	// a restart-only parameter that differs is a pending restart.
+	live map[string]string
 
 	running    bool
 	inRecovery bool
@@ -97,6 +101,10 @@ type Event struct {
 	At     time.Time
 	Seq    uint64
 }
+
+// RestartOnlyParams are the parameters the fake applies only at a start
+// (context postmaster in PostgreSQL); changing one makes a pending restart.
+var RestartOnlyParams = []string{"max_connections", "shared_buffers"}
 
 // ErrNotAccepting is returned by Write to a server that does not accept
 // writes.
@@ -524,6 +532,7 @@ func (f *FakePostgres) startLocked(h *Host, how string) {
 	h.running, h.inRecovery, h.stopAsked, h.clean = true, h.standby, false, false
 	h.gen++
 	h.starts++
+	h.live = maps.Clone(h.params)
 	f.gen = h.gen
 	f.w.event(f.id, "start")
 	f.w.update(h, how)
@@ -693,6 +702,11 @@ func (f *FakePostgres) Probe(ctx context.Context) (pgnode.Status, error) {
 		return pgnode.Status{}, fmt.Errorf("%w: %s", pgnode.ErrNotRunning, f.id)
 	}
 	st := pgnode.Status{Up: true, InRecovery: h.inRecovery, Timeline: h.timeline}
+	for _, k := range RestartOnlyParams {
+		if v, ok := h.params[k]; ok && v != h.live[k] {
+			st.PendingRestart = append(st.PendingRestart, k)
+		}
+	}
 	lsn := pgnode.LSN(lsnOf(h.data))
 	if h.inRecovery {
 		st.ReceiveLSN, st.ReplayLSN = lsn, lsn
