@@ -9,6 +9,8 @@
 # DEMO_DIR (default ./demo) holds configs, data, logs and PID files.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+. scripts/lib.sh
 DEMO_DIR=${DEMO_DIR:-$PWD/demo}
 BIN=${BIN:-$PWD/bin/pgquorum}
 BASE_PORT=${BASE_PORT:-17000}
@@ -26,13 +28,9 @@ endpoints() {
 }
 
 start() {
-  scripts/install-deps.sh
-  mkdir -p "$(dirname "$BIN")"
-  go build -o "$BIN" ./cmd/pgquorum
+  lib_build "$BIN"
   mkdir -p "$DEMO_DIR"
-  # PostgreSQL and PgBouncer run as the postgres user: let them reach the demo directory.
-  chmod 755 "$DEMO_DIR"
-  local d="$DEMO_DIR"; while [ "$d" != / ]; do chmod o+x "$d" 2>/dev/null || true; d=$(dirname "$d"); done
+  lib_reachable "$DEMO_DIR"
   local initial=()
   for i in $(seq 1 $N); do initial+=("n$i=127.0.0.1:$((BASE_PORT + i))"); done
   for i in $(seq 1 $N); do
@@ -54,12 +52,11 @@ postgres:
   replication: {password: $PW}
   rewind: {password: $PW}
 YAML
-    if [ -f "$DEMO_DIR/n$i.pid" ] && kill -0 "$(cat "$DEMO_DIR/n$i.pid")" 2>/dev/null; then
+    if lib_running "$DEMO_DIR/n$i.pid"; then
       echo "n$i already running (pid $(cat "$DEMO_DIR/n$i.pid"))"
       continue
     fi
-    nohup "$BIN" serve --config "$cfg" >> "$DEMO_DIR/n$i.log" 2>&1 &
-    echo $! > "$DEMO_DIR/n$i.pid"
+    lib_spawn "$DEMO_DIR/n$i.pid" "$DEMO_DIR/n$i.log" "$BIN" serve --config "$cfg"
   done
   start_bouncer
   echo "waiting for a primary and two replicas..."
@@ -110,11 +107,10 @@ pidfile =
 INI
   chown postgres "$DEMO_DIR/pgbouncer.ini" "$DEMO_DIR/userlist.txt" 2>/dev/null || true
   touch "$DEMO_DIR/pgbouncer.log"; chown postgres "$DEMO_DIR/pgbouncer.log" 2>/dev/null || true
-  if ! { [ -f "$DEMO_DIR/pgbouncer.pid" ] && kill -0 "$(cat "$DEMO_DIR/pgbouncer.pid")" 2>/dev/null; }; then
+  if ! lib_running "$DEMO_DIR/pgbouncer.pid"; then
     local run=()
     [ "$(id -u)" -eq 0 ] && run=(setpriv --reuid=postgres --regid=postgres --init-groups)
-    nohup "${run[@]}" "$PGBOUNCER" "$DEMO_DIR/pgbouncer.ini" >> "$DEMO_DIR/pgbouncer.out" 2>&1 &
-    echo $! > "$DEMO_DIR/pgbouncer.pid"
+    lib_spawn "$DEMO_DIR/pgbouncer.pid" "$DEMO_DIR/pgbouncer.out" "${run[@]}" "$PGBOUNCER" "$DEMO_DIR/pgbouncer.ini"
   fi
   cat > "$DEMO_DIR/bouncer.yaml" <<YAML
 agent_id: demo-bouncer
@@ -132,9 +128,8 @@ clusters:
     endpoints: [$(endpoints)]
     databases: [{name: app, dbname: postgres}]
 YAML
-  if ! { [ -f "$DEMO_DIR/bouncer.pid" ] && kill -0 "$(cat "$DEMO_DIR/bouncer.pid")" 2>/dev/null; }; then
-    nohup "$BIN" bouncer --config "$DEMO_DIR/bouncer.yaml" >> "$DEMO_DIR/bouncer.log" 2>&1 &
-    echo $! > "$DEMO_DIR/bouncer.pid"
+  if ! lib_running "$DEMO_DIR/bouncer.pid"; then
+    lib_spawn "$DEMO_DIR/bouncer.pid" "$DEMO_DIR/bouncer.log" "$BIN" bouncer --config "$DEMO_DIR/bouncer.yaml"
   fi
 }
 
@@ -165,8 +160,7 @@ failover() {
   "$BIN" ctl --endpoints "$(endpoints)" list
   "$BIN" ctl --endpoints "$(endpoints)" history
   echo "restarting $primary: it rejoins as a replica"
-  nohup "$BIN" serve --config "$DEMO_DIR/$primary.yaml" >> "$DEMO_DIR/$primary.log" 2>&1 &
-  echo $! > "$DEMO_DIR/$primary.pid"
+  lib_spawn "$DEMO_DIR/$primary.pid" "$DEMO_DIR/$primary.log" "$BIN" serve --config "$DEMO_DIR/$primary.yaml"
 }
 
 status() {
@@ -177,21 +171,8 @@ status() {
 
 stop() {
   # Agents first (stopping an agent never stops PostgreSQL), then postmasters by PID.
-  for f in "$DEMO_DIR"/*.pid "$DEMO_DIR"/n*/fence-guard.pid; do
-    [ -e "$f" ] || continue
-    pid=$(cat "$f")
-    kill "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-    rm -f "$f"
-  done
-  for i in $(seq 1 $N); do
-    local pidf="$DEMO_DIR/pg$i/postmaster.pid"
-    [ -f "$pidf" ] || continue
-    pid=$(head -1 "$pidf")
-    kill -QUIT "$pid" 2>/dev/null || true
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-  done
+  lib_stop_pidfile "$DEMO_DIR"/*.pid "$DEMO_DIR"/n*/fence-guard.pid
+  for i in $(seq 1 $N); do lib_stop_postmaster "$DEMO_DIR/pg$i"; done
   rm -rf "$DEMO_DIR"
   echo "demo stopped"
 }
