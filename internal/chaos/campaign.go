@@ -1,0 +1,211 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// Config shapes a campaign.
+type Config struct {
+	Seed uint64
+	// Duration is how long faults are injected; setup, the final heal
+	// and the checks come on top.
+	Duration time.Duration
+	// Kinds restricts the nemeses (all when empty).
+	Kinds []string
+	// Combine is the probability that a cycle adds a companion fault.
+	Combine float64
+	// HealBound is how long the cluster may take to be healthy again
+	// after a fault is healed.
+	HealBound time.Duration
+	Inserters, Registers int
+}
+
+// Cycle is one fault cycle: what struck, when, and how the cluster came
+// back. Times are on the campaign clock.
+type Cycle struct {
+	N       int
+	Faults  []string // kind:target
+	Start   time.Duration
+	Healed  time.Duration
+	Healthy time.Duration
+	// Before and After are the primaries before the fault and once
+	// healthy again.
+	Before, After string
+	// Failover is the time from the fault to the first write
+	// acknowledged by a different server, when the primary moved.
+	Failover time.Duration
+	// Outage is the longest stretch without an acknowledged insert from
+	// the fault until healthy.
+	Outage time.Duration
+	Err    string
+}
+
+func (c Cycle) String() string {
+	s := fmt.Sprintf("cycle %d at %.1fs: %s; held %.1fs; healthy %.1fs after heal; primary %s -> %s",
+		c.N, c.Start.Seconds(), strings.Join(c.Faults, " + "), (c.Healed - c.Start).Seconds(), (c.Healthy - c.Healed).Seconds(), c.Before, c.After)
+	if c.Failover > 0 {
+		s += fmt.Sprintf("; failover %.2fs", c.Failover.Seconds())
+	}
+	s += fmt.Sprintf("; longest write gap %.2fs", c.Outage.Seconds())
+	if c.Err != "" {
+		s += "; ERROR " + c.Err
+	}
+	return s
+}
+
+// campaign runs cycles until cfg.Duration has passed or a cycle leaves
+// the cluster broken.
+type campaign struct {
+	cfg    Config
+	c      *Cluster
+	h      *History
+	rng    *rand.Rand
+	log    *os.File
+	deck   []string
+	cycles []Cycle
+}
+
+// draw takes the next kind from a shuffled deck of every allowed kind,
+// so that a long enough campaign covers each kind evenly.
+func (cp *campaign) draw() string {
+	if len(cp.deck) == 0 {
+		kinds := cp.cfg.Kinds
+		if len(kinds) == 0 {
+			for _, n := range Nemeses {
+				kinds = append(kinds, n.Kind)
+			}
+		}
+		cp.deck = append([]string(nil), kinds...)
+		cp.rng.Shuffle(len(cp.deck), func(i, j int) { cp.deck[i], cp.deck[j] = cp.deck[j], cp.deck[i] })
+	}
+	k := cp.deck[0]
+	cp.deck = cp.deck[1:]
+	return k
+}
+
+func (cp *campaign) logf(format string, args ...any) {
+	line := fmt.Sprintf("%9.3fs %s", cp.h.Now().Seconds(), fmt.Sprintf(format, args...))
+	fmt.Fprintln(cp.log, line)
+	fmt.Println("chaos:", line)
+}
+
+// view reads who is primary, sync standby and Raft leader.
+func (cp *campaign) view(ctx context.Context) (view, error) {
+	v := view{c: cp.c}
+	p, _, sync, err := cp.c.Primary(ctx)
+	if err != nil {
+		return v, err
+	}
+	if p == "" {
+		return v, errors.New("no primary")
+	}
+	v.primary = cp.c.Node(p)
+	for _, s := range sync {
+		v.sync = append(v.sync, cp.c.Node(s))
+	}
+	if l := cp.c.Leader(ctx); l != "" {
+		v.leader = cp.c.Node(l)
+	}
+	return v, nil
+}
+
+// run runs the cycles.
+func (cp *campaign) run(ctx context.Context) {
+	end := time.Now().Add(cp.cfg.Duration)
+	for n := 1; time.Now().Before(end) && ctx.Err() == nil; n++ {
+		sleepCtx(ctx, 2*time.Second+time.Duration(cp.rng.Int64N(int64(3*time.Second))))
+		// Draw everything from the seed before looking at the cluster,
+		// so a replay makes the same draws.
+		kinds := []string{cp.draw()}
+		if cp.rng.Float64() < cp.cfg.Combine {
+			if k := companions[cp.rng.IntN(len(companions))]; k != kinds[0] {
+				kinds = append(kinds, k)
+			}
+		}
+		hold := nemesis(kinds[0]).Hold(cp.rng)
+		sub := rand.New(rand.NewPCG(cp.rng.Uint64(), uint64(n)))
+		cy := cp.cycle(ctx, n, kinds, hold, sub)
+		cp.cycles = append(cp.cycles, cy)
+		cp.logf("%s", cy)
+		if cy.Err != "" {
+			return
+		}
+	}
+}
+
+// cycle injects kinds, holds, heals and waits for the cluster to be
+// healthy again.
+func (cp *campaign) cycle(ctx context.Context, n int, kinds []string, hold time.Duration, rng *rand.Rand) Cycle {
+	cy := Cycle{N: n}
+	v, err := cp.view(ctx)
+	if err != nil {
+		cy.Err = "before the fault: " + err.Error()
+		return cy
+	}
+	cy.Before = v.primary.ID
+	cy.Start = cp.h.Now()
+	var heals []healFunc
+	for _, k := range kinds {
+		target, heal, err := nemesis(k).Inject(ctx, v, rng)
+		switch {
+		case errors.Is(err, errSkip):
+			cp.logf("cycle %d: %s skipped (%v)", n, k, err)
+			continue
+		case err != nil:
+			cp.logf("cycle %d: %s on %s: inject: %v", n, k, target, err)
+		}
+		if heal != nil {
+			heals = append(heals, heal)
+		}
+		cy.Faults = append(cy.Faults, k+":"+target)
+		cp.logf("cycle %d: %s on %s, held %.1fs", n, k, target, hold.Seconds())
+	}
+	sleepCtx(ctx, hold)
+	for i := len(heals) - 1; i >= 0; i-- {
+		if err := heals[i](); err != nil {
+			cp.logf("cycle %d: heal: %v", n, err)
+		}
+	}
+	cy.Healed = cp.h.Now()
+	primary, _, err := cp.c.WaitHealthy(ctx, cp.cfg.HealBound)
+	cy.Healthy = cp.h.Now()
+	if err != nil {
+		cy.Err = err.Error()
+	}
+	cy.After = primary
+	cy.Failover, cy.Outage = cp.measure(cy, v.primary.Host.IP)
+	return cy
+}
+
+// measure finds, in the history so far, the first insert acknowledged by
+// another server than before (failover) and the longest stretch without
+// an acknowledged insert in the cycle.
+func (cp *campaign) measure(cy Cycle, oldIP string) (failover, outage time.Duration) {
+	last := cy.Start
+	for _, o := range cp.h.Ops() {
+		if o.Kind != KindInsert || o.Outcome != OK || o.Return < cy.Start || o.Return > cy.Healthy {
+			continue
+		}
+		if failover == 0 && o.Server != oldIP && o.Call >= cy.Start {
+			failover = o.Return - cy.Start
+		}
+		outage = max(outage, o.Return-last)
+		last = max(last, o.Return)
+	}
+	outage = max(outage, cy.Healthy-last)
+	return failover, outage
+}
+
+// writeFile writes name in the run's directory.
+func writeFile(dir, name, content string) {
+	_ = os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
+}

@@ -1,0 +1,237 @@
+//go:build chaos
+
+package chaos
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// errSkip means a nemesis does not apply to the cluster as it is (the
+// Raft leader is the primary's host, no sync standby recorded, ...).
+var errSkip = errors.New("nemesis does not apply now")
+
+// view is what a nemesis knows when it strikes.
+type view struct {
+	c       *Cluster
+	primary *Node
+	sync    []*Node
+	leader  *Node
+}
+
+// others are the nodes but n.
+func (v view) others(n *Node) []*Node {
+	var out []*Node
+	for _, m := range v.c.Nodes {
+		if m != n {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// peersOf are every host but h (the other nodes and PgBouncer's host).
+func (v view) peersOf(h *Host) []*Host {
+	var out []*Host
+	for _, x := range v.c.Net.Hosts {
+		if x != h {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// healFunc undoes a fault.
+type healFunc func() error
+
+// Nemesis is one kind of fault.
+type Nemesis struct {
+	Kind string
+	// Hold draws how long the fault lasts before it is healed.
+	Hold func(rng *rand.Rand) time.Duration
+	// Inject strikes and returns what it hit and how to heal it.
+	Inject func(ctx context.Context, v view, rng *rand.Rand) (target string, heal healFunc, err error)
+}
+
+func holdBetween(lo, hi time.Duration) func(*rand.Rand) time.Duration {
+	return func(rng *rand.Rand) time.Duration { return lo + time.Duration(rng.Int64N(int64(hi-lo))) }
+}
+
+// healAll flushes every host's firewall.
+func healAll(c *Cluster) healFunc {
+	return func() error {
+		var errs []error
+		for _, h := range c.Net.Hosts {
+			errs = append(errs, h.Heal())
+		}
+		return errors.Join(errs...)
+	}
+}
+
+// isolate cuts n's host off from every other host, both ways.
+func isolate(v view, n *Node) (string, healFunc, error) {
+	return n.ID, healAll(v.c), n.Host.Drop(true, true, v.peersOf(n.Host)...)
+}
+
+func pick(rng *rand.Rand, nodes []*Node) *Node { return nodes[rng.IntN(len(nodes))] }
+
+// restartAgent is the heal of a killed or stopped agent.
+func restartAgent(n *Node) healFunc { return n.agent.start }
+
+// Nemeses is every fault kind the campaign draws from.
+var Nemeses = []Nemesis{
+	{Kind: "isolate-primary", Hold: holdBetween(5*time.Second, 15*time.Second),
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) { return isolate(v, v.primary) }},
+	{Kind: "isolate-replica", Hold: holdBetween(5*time.Second, 15*time.Second),
+		Inject: func(_ context.Context, v view, rng *rand.Rand) (string, healFunc, error) {
+			return isolate(v, pick(rng, v.others(v.primary)))
+		}},
+	{Kind: "isolate-leader", Hold: holdBetween(5*time.Second, 12*time.Second),
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			if v.leader == nil || v.leader == v.primary {
+				return "", nil, errSkip
+			}
+			return isolate(v, v.leader)
+		}},
+	{Kind: "bridge", Hold: holdBetween(5*time.Second, 15*time.Second),
+		// Two nodes cannot see each other; both see the third.
+		Inject: func(_ context.Context, v view, rng *rand.Rand) (string, healFunc, error) {
+			a := v.primary
+			if rng.IntN(2) == 0 {
+				a = pick(rng, v.others(v.primary))
+			}
+			b := pick(rng, v.others(a))
+			err := errors.Join(a.Host.Drop(true, true, b.Host), b.Host.Drop(true, true, a.Host))
+			return a.ID + "|" + b.ID, healAll(v.c), err
+		}},
+	{Kind: "one-way", Hold: holdBetween(5*time.Second, 15*time.Second),
+		// Packets from b to a are lost; a to b get through.
+		Inject: func(_ context.Context, v view, rng *rand.Rand) (string, healFunc, error) {
+			a := pick(rng, v.c.Nodes)
+			b := pick(rng, v.others(a))
+			if rng.IntN(2) == 0 {
+				a, b = v.primary, pick(rng, v.others(v.primary))
+			}
+			return b.ID + "-/->" + a.ID, healAll(v.c), a.Host.Drop(true, false, b.Host)
+		}},
+	{Kind: "flapping", Hold: holdBetween(10*time.Second, 20*time.Second),
+		// A random node is isolated and healed again every 0.5-2.5 s.
+		Inject: func(ctx context.Context, v view, rng *rand.Rand) (string, healFunc, error) {
+			fctx, cancel := context.WithCancel(ctx)
+			seed := rng.Uint64()
+			var wg sync.WaitGroup
+			wg.Go(func() {
+				r := rand.New(rand.NewPCG(seed, 7))
+				for fctx.Err() == nil {
+					n := pick(r, v.c.Nodes)
+					_ = n.Host.Drop(true, true, v.peersOf(n.Host)...)
+					sleepCtx(fctx, 500*time.Millisecond+time.Duration(r.Int64N(int64(2*time.Second))))
+					_ = healAll(v.c)()
+					sleepCtx(fctx, 200*time.Millisecond+time.Duration(r.Int64N(int64(time.Second))))
+				}
+			})
+			return "random", func() error { cancel(); wg.Wait(); return healAll(v.c)() }, nil
+		}},
+	{Kind: "kill-primary-agent", Hold: holdBetween(2*time.Second, 8*time.Second),
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			v.primary.agent.kill()
+			return v.primary.ID, restartAgent(v.primary), nil
+		}},
+	{Kind: "kill-primary-postmaster", Hold: holdBetween(2*time.Second, 5*time.Second),
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			if v.primary.KillPostmaster() == 0 {
+				return "", nil, errSkip
+			}
+			return v.primary.ID, func() error { return nil }, nil
+		}},
+	{Kind: "kill-primary-host", Hold: holdBetween(3*time.Second, 10*time.Second),
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			v.primary.KillHost()
+			return v.primary.ID, restartAgent(v.primary), nil
+		}},
+	{Kind: "kill-all-agents", Hold: holdBetween(500*time.Millisecond, 6*time.Second),
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			var wg sync.WaitGroup
+			for _, n := range v.c.Nodes {
+				wg.Go(n.agent.kill)
+			}
+			wg.Wait()
+			return "all", func() error {
+				var errs []error
+				for _, n := range v.c.Nodes {
+					errs = append(errs, n.agent.start())
+				}
+				return errors.Join(errs...)
+			}, nil
+		}},
+	{Kind: "stop-primary-agent", Hold: holdBetween(5*time.Second, 9*time.Second), // ttl is 2 s
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			n := v.primary
+			return n.ID, func() error { return n.agent.signal(syscall.SIGCONT) }, n.agent.signal(syscall.SIGSTOP)
+		}},
+	{Kind: "freeze-primary-host", Hold: holdBetween(5*time.Second, 9*time.Second),
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			n := v.primary
+			return n.ID, func() error { return v.c.Net.Thaw(n.Host) }, v.c.Net.Freeze(n.Host)
+		}},
+	{Kind: "kill-sync-standby", Hold: holdBetween(3*time.Second, 10*time.Second),
+		Inject: func(_ context.Context, v view, rng *rand.Rand) (string, healFunc, error) {
+			if len(v.sync) == 0 {
+				return "", nil, errSkip
+			}
+			n := pick(rng, v.sync)
+			n.KillHost()
+			return n.ID, restartAgent(n), nil
+		}},
+	{Kind: "kill-primary-and-sync", Hold: holdBetween(3*time.Second, 10*time.Second),
+		Inject: func(_ context.Context, v view, rng *rand.Rand) (string, healFunc, error) {
+			if len(v.sync) == 0 {
+				return "", nil, errSkip
+			}
+			s := pick(rng, v.sync)
+			v.primary.KillHost()
+			s.KillHost()
+			return v.primary.ID + "+" + s.ID, func() error {
+				return errors.Join(v.primary.agent.start(), s.agent.start())
+			}, nil
+		}},
+	{Kind: "switchover", Hold: holdBetween(3*time.Second, 6*time.Second),
+		Inject: func(ctx context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			out, err := v.c.Ctl(ctx, "switchover")
+			if err != nil {
+				return "", nil, fmt.Errorf("%w: %s", err, out)
+			}
+			return v.primary.ID, func() error { return nil }, nil
+		}},
+	{Kind: "kill-bouncer-agent", Hold: holdBetween(2*time.Second, 8*time.Second),
+		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			v.c.bagent.kill()
+			return "pgb", v.c.bagent.start, nil
+		}},
+}
+
+// companions are the faults the scheduler may add to another one in a
+// combined cycle: they hit a replica or the bouncer, not the primary.
+var companions = []string{"isolate-replica", "kill-bouncer-agent", "kill-sync-standby", "one-way"}
+
+// nemesis returns the nemesis of kind.
+func nemesis(kind string) Nemesis {
+	for _, n := range Nemeses {
+		if n.Kind == kind {
+			return n
+		}
+	}
+	panic("chaos: no nemesis " + kind)
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
