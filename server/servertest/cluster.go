@@ -88,6 +88,10 @@ func New(t testing.TB, n int, opts ...Option) *Cluster {
 
 func newCluster(t testing.TB) *Cluster {
 	c := &Cluster{t: t, pool: rpc.NewPool(nil), cut: map[[2]string]bool{}}
+	// The first TempDir registers the removal of the test's directories;
+	// doing it before Close is registered makes it run after the nodes
+	// stopped writing there (cleanups run last in, first out).
+	_ = t.TempDir()
 	t.Cleanup(c.Close)
 	return c
 }
