@@ -25,7 +25,7 @@ type Config struct {
 	Combine float64
 	// HealBound is how long the cluster may take to be healthy again
 	// after a fault is healed.
-	HealBound time.Duration
+	HealBound            time.Duration
 	Inserters, Registers int
 }
 
@@ -65,13 +65,14 @@ func (c Cycle) String() string {
 // campaign runs cycles until cfg.Duration has passed or a cycle leaves
 // the cluster broken.
 type campaign struct {
-	cfg    Config
-	c      *Cluster
-	h      *History
-	rng    *rand.Rand
-	log    *os.File
-	deck   []string
-	cycles []Cycle
+	cfg     Config
+	c       *Cluster
+	h       *History
+	rng     *rand.Rand
+	log     *os.File
+	deck    []string
+	cycles  []Cycle
+	skipped int
 }
 
 // draw takes the next kind from a shuffled deck of every allowed kind,
@@ -159,6 +160,7 @@ func (cp *campaign) cycle(ctx context.Context, n int, kinds []string, hold time.
 		switch {
 		case errors.Is(err, errSkip):
 			cp.logf("cycle %d: %s skipped (%v)", n, k, err)
+			cp.skipped++
 			continue
 		case err != nil:
 			cp.logf("cycle %d: %s on %s: inject: %v", n, k, target, err)

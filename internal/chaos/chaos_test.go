@@ -4,6 +4,7 @@ package chaos
 
 import (
 	"os"
+	"strings"
 	"testing"
 	"time"
 )
@@ -15,7 +16,7 @@ func TestMain(m *testing.M) { os.Exit(runMain(m)) }
 func TestChaosShort(t *testing.T) {
 	Run(t, Config{
 		Seed: SeedFromEnv(t), Duration: envDuration(t, "CHAOS_DURATION", 110*time.Second),
-		Combine: 0.2, HealBound: 90 * time.Second, Inserters: 3, Registers: 3,
+		Combine: 0.2, HealBound: 90 * time.Second, Inserters: 3, Registers: 3, Kinds: envKinds(),
 	})
 }
 
@@ -24,7 +25,7 @@ func TestChaosShort(t *testing.T) {
 func TestChaosCampaign(t *testing.T) {
 	Run(t, Config{
 		Seed: SeedFromEnv(t), Duration: envDuration(t, "CHAOS_DURATION", 30*time.Minute),
-		Combine: 0.25, HealBound: 120 * time.Second, Inserters: 4, Registers: 3,
+		Combine: 0.25, HealBound: 120 * time.Second, Inserters: 4, Registers: 3, Kinds: envKinds(),
 	})
 }
 
@@ -38,4 +39,13 @@ func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
 		t.Fatalf("chaos: %s=%q: %v", name, s, err)
 	}
 	return d
+}
+
+// envKinds is $CHAOS_KINDS, a comma-separated list of nemesis kinds to
+// restrict a campaign to (all kinds when unset).
+func envKinds() []string {
+	if s := os.Getenv("CHAOS_KINDS"); s != "" {
+		return strings.Split(s, ",")
+	}
+	return nil
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -57,6 +58,11 @@ func SeedFromEnv(t *testing.T) uint64 {
 // hit follows the cluster's state at the time).
 func Run(t *testing.T, cfg Config) Summary {
 	skip(t)
+	for _, k := range cfg.Kinds {
+		if !slices.ContainsFunc(Nemeses, func(n Nemesis) bool { return n.Kind == k }) {
+			t.Fatalf("chaos: unknown nemesis kind %q", k)
+		}
+	}
 	if swept := Sweep(); len(swept) > 0 {
 		t.Logf("chaos: swept leftovers of earlier runs: %v", swept)
 	}
@@ -136,7 +142,7 @@ func Run(t *testing.T, cfg Config) Summary {
 	dual := prober.Stop()
 	_ = h.Close()
 
-	s := Summary{Seed: cfg.Seed, Elapsed: h.Now(), Cycles: len(cp.cycles), Faults: map[string]int{}, DualProbe: len(dual)}
+	s := Summary{Seed: cfg.Seed, Elapsed: h.Now(), Cycles: len(cp.cycles), Faults: map[string]int{}, DualProbe: len(dual), Skipped: cp.skipped}
 	for _, cy := range cp.cycles {
 		for _, f := range cy.Faults {
 			kind, _, _ := strings.Cut(f, ":")
@@ -174,6 +180,7 @@ func Run(t *testing.T, cfg Config) Summary {
 		violations = append(violations, "register history is not linearizable: see register.html")
 	}
 	s.Violations = violations
+	writeFile(dir, "errors.txt", errorCounts(ops))
 	table := s.Table()
 	writeFile(dir, "summary.md", table+"\n"+strings.Join(violations, "\n")+"\n")
 	t.Logf("chaos: summary (seed %d):\n%s", cfg.Seed, table)
@@ -271,4 +278,29 @@ func finalReads(ctx context.Context, c *Cluster, primary string) (Read, []Read, 
 		reps = append(reps, r)
 	}
 	return pr, reps, errors.Join(errs...)
+}
+
+// errorCounts counts the error messages of failed and unknown attempts
+// (digits blanked so that one cause is one line), most frequent first.
+func errorCounts(ops []Op) string {
+	counts := map[string]int{}
+	for _, o := range ops {
+		if o.Outcome == OK {
+			continue
+		}
+		msg := strings.Map(func(r rune) rune {
+			if r >= '0' && r <= '9' {
+				return '#'
+			}
+			return r
+		}, o.Err)
+		counts[string(o.Outcome)+" "+o.Kind+": "+msg]++
+	}
+	keys := sortedKeys(counts)
+	slices.SortStableFunc(keys, func(a, b string) int { return counts[b] - counts[a] })
+	var b strings.Builder
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%6d %s\n", counts[k], k)
+	}
+	return b.String()
 }
