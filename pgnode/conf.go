@@ -239,10 +239,14 @@ func (n *Node) primaryConninfo(up Upstream, withPassword bool) string {
 // writeRecoveryConf writes the standby settings for up (nil: a standby that
 // follows nobody, or a primary). It reports whether they changed.
 func (n *Node) writeRecoveryConf(up *Upstream) (bool, error) {
+	conninfo, c0, err := n.writeUpstreamConninfo(up)
+	if err != nil {
+		return false, err
+	}
 	var b strings.Builder
 	b.WriteString(managedHeader)
 	if up != nil {
-		fmt.Fprintf(&b, "primary_conninfo = %s\n", quoteConf(n.primaryConninfo(*up, true)))
+		fmt.Fprintf(&b, "primary_conninfo = %s\n", quoteConf(conninfo))
 		fmt.Fprintf(&b, "primary_slot_name = %s\n", quoteConf(up.SlotName))
 		b.WriteString("recovery_target_timeline = 'latest'\n")
 	}
@@ -251,7 +255,7 @@ func (n *Node) writeRecoveryConf(up *Upstream) (bool, error) {
 		return false, err
 	}
 	c2, err := n.writeFileAtomic(filepath.Join(n.cfg.DataDir, recoveryConfFile), []byte(b.String()))
-	return c1 || c2, err
+	return c0 || c1 || c2, err
 }
 
 // writeSyncConf writes synchronous_standby_names.

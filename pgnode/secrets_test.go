@@ -2,7 +2,9 @@ package pgnode
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -75,5 +77,71 @@ func TestNode_PasswordsNeverReachServerLog(t *testing.T) {
 		if strings.Contains(string(logText), pw) {
 			t.Errorf("password %q in the server log %s", pw, n.Config().LogFile)
 		}
+	}
+}
+
+// TestNode_ReplicationPasswordNotInConninfo: a standby told to follow a
+// primary streams with the password from its passfile; primary_conninfo,
+// which PostgreSQL logs with its value when it changes on reload, holds no
+// password, and neither does the standby's log.
+func TestNode_ReplicationPasswordNotInConninfo(t *testing.T) {
+	requirePG(t)
+	t.Parallel()
+	ctx := testCtx(t)
+	base := reachableTempDir(t)
+	a, sysid := bootstrapPrimary(t, ctx, base, "a")
+	slot := SlotName(a.Config().SlotPrefix, "b")
+	if err := a.EnsureSlots(ctx, []string{slot}); err != nil {
+		t.Fatal(err)
+	}
+	b := newTestNode(t, testConfig(t, base, "b"))
+	up := a.AsUpstream(slot)
+	if err := b.CloneFrom(ctx, up); err != nil {
+		t.Fatal(err)
+	}
+	// Start following nobody, then follow a: the reload changes
+	// primary_conninfo, which the server logs with the new value.
+	if err := b.Start(ctx, StartOptions{Role: RoleStandby, ExpectSystemID: sysid}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Start(ctx, StartOptions{Role: RoleStandby, Upstream: &up, ExpectSystemID: sysid}); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, ctx, a, "b")
+
+	pw := b.Config().Replication.Password
+	dir := b.Config().DataDir
+	for _, f := range []string{recoveryConfFile, "postgresql.auto.conf"} {
+		data, _ := os.ReadFile(filepath.Join(dir, f))
+		if strings.Contains(string(data), pw) {
+			t.Errorf("replication password in %s:\n%s", f, data)
+		}
+	}
+	pass := filepath.Join(dir, passFile)
+	fi, err := os.Stat(pass)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("passfile %s: %v, %v; want mode 0600", pass, fi, err)
+	}
+	if os.Geteuid() == 0 {
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid == 0 {
+			t.Errorf("passfile owned by root, not by the OS user")
+		}
+	}
+	logText, err := os.ReadFile(b.Config().LogFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(logText), `parameter "primary_conninfo" changed`) {
+		t.Errorf("no primary_conninfo change logged; the test proves nothing:\n%s", logText)
+	}
+	if strings.Contains(string(logText), pw) {
+		t.Errorf("replication password in the standby's server log:\n%s", logText)
+	}
+	// Promoted, it keeps no password file a clone would copy.
+	if _, err := b.writeRecoveryConf(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(pass); !os.IsNotExist(err) {
+		t.Errorf("passfile left without an upstream: %v", err)
 	}
 }
