@@ -9,12 +9,15 @@ import (
 	"path/filepath"
 	"strconv"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
-// Promote turns the running standby into a primary: pg_promote(true,
-// PromoteTimeout), then clears the standby settings. (pg_rewind against a
-// source that has not checkpointed since promotion wrongly finds "no rewind
-// required": Rewind runs CHECKPOINT on its source for that.)
+// Promote turns the running standby into a primary (see promoteOn; it
+// waits up to PromoteTimeout), then clears the standby settings.
+// (pg_rewind against a source that has not checkpointed since promotion
+// wrongly finds "no rewind required": Rewind runs CHECKPOINT on its source
+// for that.)
 // Promoting a primary is a no-op. The new primary uses the
 // synchronous_standby_names in its files: set it with
 // SetSynchronousStandbys before promoting.
@@ -26,22 +29,17 @@ func (n *Node) Promote(ctx context.Context) error {
 		return fmt.Errorf("promote %s: %w", n.cfg.DataDir, err)
 	}
 	if rec {
-		secs := int(n.cfg.PromoteTimeout / time.Second)
 		pctx, cancel := context.WithTimeout(ctx, n.cfg.PromoteTimeout+n.cfg.ProbeTimeout)
 		defer cancel()
 		conn, err := n.acquire(pctx)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrPromoteFailed, n.cfg.DataDir, err)
 		}
-		var ok bool
 		start := time.Now()
-		err = conn.QueryRow(pctx, "SELECT pg_promote(true, $1)", secs).Scan(&ok)
+		err = n.promoteOn(pctx, conn)
 		n.release(conn, err)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrPromoteFailed, n.cfg.DataDir, err)
-		}
-		if !ok {
-			return fmt.Errorf("%w: %s: pg_promote returned false after %ds", ErrPromoteFailed, n.cfg.DataDir, secs)
 		}
 		n.log.Info("promoted", "took", time.Since(start).Round(time.Millisecond))
 	}
@@ -52,6 +50,38 @@ func (n *Node) Promote(ctx context.Context) error {
 	// by a full checkpoint. pg_rewind needs the new timeline in
 	// pg_control, and Rewind runs CHECKPOINT on its source first.
 	return n.setStandbySignal(false)
+}
+
+// promoteOn signals the promotion through c and waits until recovery has
+// ended, polling every 10 ms: pg_promote's own wait polls every 100 ms,
+// which is most of what a promotion costs, and the new primary is waited
+// for on the switchover and failover path.
+func (n *Node) promoteOn(ctx context.Context, c *pgx.Conn) error {
+	var ok bool
+	if err := c.QueryRow(ctx, "SELECT pg_promote(false)").Scan(&ok); err != nil {
+		return err
+	}
+	if !ok {
+		return errors.New("pg_promote could not signal the postmaster")
+	}
+	deadline := time.Now().Add(n.cfg.PromoteTimeout)
+	for {
+		var rec bool
+		if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+			return err
+		}
+		if !rec {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("still in recovery %v after the promotion was signalled", n.cfg.PromoteTimeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // Demote makes the server a standby of up: a running primary is stopped
