@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 	"github.com/pgquorum/pgquorum/rpc"
 	"github.com/spf13/cobra"
+	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -46,8 +49,8 @@ func ctlCmd() *cobra.Command {
 			if len(c.endpoints) == 0 {
 				return fmt.Errorf("--endpoints: no member address given (flag or $%s)", ctlEnv)
 			}
-			if c.output != "table" && c.output != "json" {
-				return fmt.Errorf("-o: %q is not table or json", c.output)
+			if c.output != "table" && c.output != "json" && c.output != "yaml" {
+				return fmt.Errorf("-o: %q is not table, json or yaml", c.output)
 			}
 			creds, err := c.tls.credentials(cmd.Flags())
 			if err != nil {
@@ -65,11 +68,12 @@ func ctlCmd() *cobra.Command {
 	}
 	f := cmd.PersistentFlags()
 	f.StringSliceVar(&c.endpoints, "endpoints", nil, "gRPC addresses of members, tried in turn (default $"+ctlEnv+")")
-	f.StringVarP(&c.output, "output", "o", "table", "output format: table or json")
+	f.StringVarP(&c.output, "output", "o", "table", "output format: table, json or yaml")
 	f.DurationVar(&c.timeout, "timeout", 5*time.Second, "timeout of each call")
 	c.tls.flags(f)
 	cmd.AddCommand(c.statusCmd(), c.membersCmd(), c.watchCmd(), c.listCmd(), c.switchoverCmd(), c.failoverCmd(),
-		c.pauseCmd(true), c.pauseCmd(false), c.historyCmd(), c.showConfigCmd(), c.editConfigCmd())
+		c.pauseCmd(true), c.pauseCmd(false), c.historyCmd(), c.showConfigCmd(), c.editConfigCmd(),
+		c.restartCmd(), c.reloadCmd(), c.reinitCmd(), c.flushCmd(), c.topologyCmd(), c.versionCmd())
 	return cmd
 }
 
@@ -104,6 +108,11 @@ func describe(err error) error {
 	return fmt.Errorf("%s: %s", st.Code(), st.Message())
 }
 
+// structured reports whether -o asks for JSON or YAML instead of tables.
+func (c *ctl) structured() bool { return c.output == "json" || c.output == "yaml" }
+
+// printJSON prints messages in the -o format (JSON or YAML): one message
+// as an object, several as one array.
 func (c *ctl) printJSON(msgs ...proto.Message) error {
 	opts := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}
 	if len(msgs) == 1 {
@@ -111,8 +120,7 @@ func (c *ctl) printJSON(msgs ...proto.Message) error {
 		if err != nil {
 			return err
 		}
-		_, err = fmt.Fprintln(c.out, string(b))
-		return err
+		return c.emit(b)
 	}
 	parts := make([]string, 0, len(msgs))
 	for _, m := range msgs {
@@ -122,17 +130,89 @@ func (c *ctl) printJSON(msgs ...proto.Message) error {
 		}
 		parts = append(parts, string(b))
 	}
-	_, err := fmt.Fprintf(c.out, "[%s]\n", strings.Join(parts, ",\n"))
-	return err
+	return c.emit([]byte("[" + strings.Join(parts, ",\n") + "]"))
 }
 
-// printList prints a list of messages as one JSON array.
+// printList prints a list of messages as one array in the -o format.
 func printList[T proto.Message](c *ctl, items []T) error {
 	msgs := make([]proto.Message, len(items))
 	for i, m := range items {
 		msgs[i] = m
 	}
+	if len(msgs) == 1 {
+		// One item is still a list.
+		b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", EmitUnpopulated: true}.Marshal(msgs[0])
+		if err != nil {
+			return err
+		}
+		return c.emit([]byte("[" + string(b) + "]"))
+	}
+	if len(msgs) == 0 {
+		return c.emit([]byte("[]"))
+	}
 	return c.printJSON(msgs...)
+}
+
+// printValue prints a Go value (maps, slices, json.RawMessage of
+// messages) in the -o format.
+func (c *ctl) printValue(v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return c.emit(b)
+}
+
+// emit writes JSON text as is for -o json, or converted to YAML for
+// -o yaml (keys keep their order; block style throughout).
+func (c *ctl) emit(jsonText []byte) error {
+	if c.output != "yaml" {
+		_, err := fmt.Fprintln(c.out, string(jsonText))
+		return err
+	}
+	y, err := jsonToYAML(jsonText)
+	if err != nil {
+		return err
+	}
+	_, err = c.out.Write(y)
+	return err
+}
+
+var yaml11Bool = map[string]bool{"y": true, "yes": true, "n": true, "no": true, "on": true, "off": true}
+
+// jsonToYAML re-encodes JSON as YAML. JSON is YAML, so the YAML parser
+// reads it into nodes in document order; clearing the styles makes the
+// encoder write block style and plain scalars.
+func jsonToYAML(jsonText []byte) ([]byte, error) {
+	var n yaml.Node
+	if err := yaml.Unmarshal(jsonText, &n); err != nil {
+		return nil, fmt.Errorf("convert to YAML: %w", err)
+	}
+	// Scalars lose their JSON quotes too: the encoder quotes a string
+	// again where YAML would read it as something else ("2", "true").
+	// YAML 1.1 readers (PyYAML, for one) take yes/no/on/off for booleans,
+	// so such strings keep their quotes.
+	var clear func(*yaml.Node)
+	clear = func(n *yaml.Node) {
+		n.Style = 0
+		if n.Kind == yaml.ScalarNode && n.Tag == "!!str" && yaml11Bool[strings.ToLower(n.Value)] {
+			n.Style = yaml.DoubleQuotedStyle
+		}
+		for _, c := range n.Content {
+			clear(c)
+		}
+	}
+	clear(&n)
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(&n); err != nil {
+		return nil, fmt.Errorf("convert to YAML: %w", err)
+	}
+	if err := enc.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 func (c *ctl) table(header ...string) *tabwriter.Writer {
@@ -186,8 +266,8 @@ func (c *ctl) statusCmd() *cobra.Command {
 				}
 				missing[m.Id] = err
 			}
-			if c.output == "json" {
-				return c.printJSON(all...)
+			if c.structured() {
+				return printList(c, all)
 			}
 			contact := map[string]int64{}
 			if leader != nil {
@@ -223,7 +303,7 @@ func (c *ctl) membersCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.output == "json" {
+			if c.structured() {
 				return printList(c, st.Members)
 			}
 			w := c.table("MEMBER", "ROLE", "SUFFRAGE", "PRIMARY", "RAFT", "GRPC", "POSTGRES", "TAGS")
@@ -358,13 +438,20 @@ func (c *ctl) watchCmd() *cobra.Command {
 }
 
 func (c *ctl) printEvent(ev *pb.WatchEvent) error {
-	if c.output == "json" {
+	switch c.output {
+	case "json":
 		b, err := protojson.Marshal(ev)
 		if err != nil {
 			return err
 		}
 		_, err = fmt.Fprintln(c.out, string(b))
 		return err
+	case "yaml":
+		// One YAML document per event.
+		if _, err := fmt.Fprintln(c.out, "---"); err != nil {
+			return err
+		}
+		return c.printJSON(ev)
 	}
 	if s := ev.GetSnapshot(); s != nil {
 		_, err := fmt.Fprintf(c.out, "index %d snapshot: cluster %s, %d members, primary %s (epoch %d), config v%d, paused=%v\n",

@@ -92,7 +92,7 @@ func (c *ctl) showConfigCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.output == "json" {
+			if c.structured() {
 				return c.printJSON(st.Config)
 			}
 			fmt.Fprintf(c.out, "# version %d\n", st.Config.GetVersion())

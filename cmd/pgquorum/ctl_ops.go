@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"time"
@@ -9,6 +10,7 @@ import (
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -25,15 +27,9 @@ func (c *ctl) listCmd() *cobra.Command {
 				return err
 			}
 			health := c.probeAll(ctx, st)
-			if c.output == "json" {
-				msgs := make([]proto.Message, 0, len(st.Members)*2)
-				for _, m := range st.Members {
-					msgs = append(msgs, m)
-					if h := health[m.Id]; h != nil {
-						msgs = append(msgs, h)
-					}
-				}
-				return c.printJSON(msgs...)
+			leader, note := c.leaderStatus(ctx, st)
+			if c.structured() {
+				return c.printValue(listJSON(st, health, leader, note))
 			}
 			fmt.Fprintf(c.out, "Cluster: %s (%s)  epoch %d  config v%d%s\n", st.Identity.GetName(), st.Identity.GetUuid(),
 				st.Primary.GetEpoch(), st.Config.GetVersion(), pausedNote(st))
@@ -48,15 +44,7 @@ func (c *ctl) listCmd() *cobra.Command {
 			w := c.table("MEMBER", "HOST", "ROLE", "STATE", "TL", "LAG", "PENDING RESTART", "TAGS")
 			for _, m := range st.Members {
 				h := health[m.Id]
-				role := "replica"
-				switch {
-				case m.Role == pb.MemberRole_MEMBER_ROLE_WITNESS:
-					role = "witness"
-				case m.Id == st.Primary.GetMemberId():
-					role = "primary"
-				case sync[m.Id]:
-					role = "sync standby"
-				}
+				role := memberRole(st, m, sync)
 				state, tl, lag, pending := "unreachable", "-", "-", ""
 				if h != nil {
 					state = strings.ToLower(strings.TrimPrefix(h.State.String(), "PG_STATE_"))
@@ -64,8 +52,8 @@ func (c *ctl) listCmd() *cobra.Command {
 						state += " (" + h.Error + ")"
 					}
 					tl = fmt.Sprint(h.Timeline)
-					if role != "primary" && h.InRecovery && primaryLSN >= h.WalLsn {
-						lag = fmt.Sprint(primaryLSN - h.WalLsn)
+					if l, ok := lagOf(h, primaryLSN, role); ok {
+						lag = fmt.Sprint(l)
 					}
 					if h.PendingRestart {
 						pending = "*"
@@ -79,21 +67,108 @@ func (c *ctl) listCmd() *cobra.Command {
 			if err := w.Flush(); err != nil {
 				return err
 			}
-			return c.printBouncers(ctx, st)
+			return c.printBouncers(st, leader, note)
 		},
 	}
 }
 
-// printBouncers adds the BOUNCER AGENTS table under `ctl list`: what the
-// leader knows of each registered agent (only the leader tracks acks).
-func (c *ctl) printBouncers(ctx context.Context, st *pb.ClusterState) error {
-	if len(st.Bouncers) == 0 {
+// memberRole is a member's role as `ctl list` shows it.
+func memberRole(st *pb.ClusterState, m *pb.Member, sync map[string]bool) string {
+	switch {
+	case m.Role == pb.MemberRole_MEMBER_ROLE_WITNESS:
+		return "witness"
+	case m.Id == st.Primary.GetMemberId():
+		return "primary"
+	case sync[m.Id]:
+		return "sync standby"
+	}
+	return "replica"
+}
+
+// lagOf is how many bytes a standby is behind the primary's WAL position.
+func lagOf(h *pb.PostgresHealth, primaryLSN uint64, role string) (uint64, bool) {
+	if h == nil || role == "primary" || !h.InRecovery || primaryLSN < h.WalLsn {
+		return 0, false
+	}
+	return primaryLSN - h.WalLsn, true
+}
+
+// listJSON is `ctl list -o json|yaml`: the cluster, one object per member
+// (its FSM record, its role now, its lag and its health nested), and the
+// bouncer agents as the leader knows them.
+func listJSON(st *pb.ClusterState, health map[string]*pb.PostgresHealth, leader *pb.NodeStatus, note string) map[string]any {
+	sync := map[string]bool{}
+	for _, id := range st.Sync.GetMembers() {
+		sync[id] = true
+	}
+	var primaryLSN uint64
+	if h := health[st.Primary.GetMemberId()]; h != nil {
+		primaryLSN = h.WalLsn
+	}
+	members := []map[string]any{}
+	for _, m := range st.Members {
+		obj := protoObject(m)
+		role := memberRole(st, m, sync)
+		obj["currentRole"] = role
+		obj["health"] = nil
+		obj["lagBytes"] = nil
+		if h := health[m.Id]; h != nil {
+			obj["health"] = protoObject(h)
+			if l, ok := lagOf(h, primaryLSN, role); ok {
+				obj["lagBytes"] = l
+			}
+		}
+		members = append(members, obj)
+	}
+	agents := []map[string]any{}
+	epoch := st.Primary.GetEpoch()
+	if leader != nil {
+		for _, b := range leader.Bouncers {
+			behind := uint64(0)
+			if epoch > b.AckedEpoch {
+				behind = epoch - b.AckedEpoch
+			}
+			agents = append(agents, map[string]any{
+				"id": b.Id, "appliedEpoch": b.AckedEpoch, "epochsBehind": behind,
+				"lastContactMs": b.LastContactMs, "contactLeaseMs": b.ContactLeaseMs, "state": bouncerState(b, epoch),
+			})
+		}
+	} else {
+		for _, b := range st.Bouncers {
+			agents = append(agents, map[string]any{"id": b.Id, "state": "unknown: " + note})
+		}
+	}
+	return map[string]any{
+		"cluster": st.Identity.GetName(), "uuid": st.Identity.GetUuid(), "epoch": epoch,
+		"primary": st.Primary.GetMemberId(), "configVersion": st.Config.GetVersion(), "paused": st.Paused,
+		"switchover": protoObject(st.Switchover), "members": members, "bouncerAgents": agents,
+	}
+}
+
+// protoObject is a message as a JSON object (nil for a nil message), so it
+// can be nested in other output.
+func protoObject(m proto.Message) map[string]any {
+	if m == nil || !m.ProtoReflect().IsValid() {
 		return nil
 	}
-	var (
-		leader *pb.NodeStatus
-		seen   []string
-	)
+	b, err := protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(m)
+	if err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	var out map[string]any
+	if err := json.Unmarshal(b, &out); err != nil {
+		return map[string]any{"error": err.Error()}
+	}
+	return out
+}
+
+// leaderStatus finds the Raft leader's status (only the leader tracks
+// bouncer agents' acks); note says why when none answered.
+func (c *ctl) leaderStatus(ctx context.Context, st *pb.ClusterState) (*pb.NodeStatus, string) {
+	if len(st.Bouncers) == 0 {
+		return nil, ""
+	}
+	var seen []string
 	for _, m := range st.Members {
 		cl, err := c.pool.Client(m.GrpcAddr)
 		if err != nil {
@@ -108,34 +183,51 @@ func (c *ctl) printBouncers(ctx context.Context, st *pb.ClusterState) error {
 			continue
 		}
 		if ns.RaftState == "Leader" {
-			leader = ns
-			break
+			return ns, ""
 		}
 		seen = append(seen, fmt.Sprintf("%s: %s", m.Id, ns.RaftState))
 	}
+	return nil, "no leader answered (" + strings.Join(seen, "; ") + ")"
+}
+
+// bouncerState says whether an agent is up to date with epoch.
+func bouncerState(b *pb.BouncerStatus, epoch uint64) string {
+	if b.LastContactMs < 0 {
+		return "no contact"
+	}
+	switch {
+	case time.Duration(b.LastContactMs) > time.Duration(b.ContactLeaseMs):
+		return "lost (self-fenced)"
+	case b.AckedEpoch >= epoch:
+		return "ok"
+	}
+	return fmt.Sprintf("fencing (epoch %d)", epoch)
+}
+
+// printBouncers adds the BOUNCER AGENTS table under `ctl list`: what the
+// leader knows of each registered agent, and how many epochs it is behind.
+func (c *ctl) printBouncers(st *pb.ClusterState, leader *pb.NodeStatus, note string) error {
+	if len(st.Bouncers) == 0 {
+		return nil
+	}
 	fmt.Fprintln(c.out)
 	if leader == nil {
-		fmt.Fprintf(c.out, "BOUNCER AGENTS: %d registered; no leader answered (%s), acks unknown\n", len(st.Bouncers), strings.Join(seen, "; "))
+		fmt.Fprintf(c.out, "BOUNCER AGENTS: %d registered; %s, acks unknown\n", len(st.Bouncers), note)
 		return nil
 	}
 	epoch := st.Primary.GetEpoch()
-	w := c.table("BOUNCER AGENT", "ACKED EPOCH", "LAST CONTACT", "CONTACT LEASE", "STATE")
+	w := c.table("BOUNCER AGENT", "APPLIED EPOCH", "BEHIND", "LAST CONTACT", "CONTACT LEASE", "STATE")
 	for _, b := range leader.Bouncers {
 		lease := time.Duration(b.ContactLeaseMs) * time.Millisecond
-		last, state := "never", "no contact"
+		last := "never"
 		if b.LastContactMs >= 0 {
-			ago := time.Duration(b.LastContactMs) * time.Millisecond
-			last = ago.Round(time.Millisecond).String() + " ago"
-			switch {
-			case ago > lease:
-				state = "lost (self-fenced)"
-			case b.AckedEpoch >= epoch:
-				state = "ok"
-			default:
-				state = fmt.Sprintf("fencing (epoch %d)", epoch)
-			}
+			last = (time.Duration(b.LastContactMs) * time.Millisecond).Round(time.Millisecond).String() + " ago"
 		}
-		fmt.Fprintf(w, "%s\t%d\t%s\t%s\t%s\n", b.Id, b.AckedEpoch, last, lease, state)
+		behind := uint64(0)
+		if epoch > b.AckedEpoch {
+			behind = epoch - b.AckedEpoch
+		}
+		fmt.Fprintf(w, "%s\t%d\t%d\t%s\t%s\t%s\n", b.Id, b.AckedEpoch, behind, last, lease, bouncerState(b, epoch))
 	}
 	return w.Flush()
 }
@@ -290,7 +382,7 @@ func (c *ctl) historyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if c.output == "json" {
+			if c.structured() {
 				return printList(c, st.History)
 			}
 			w := c.table("EPOCH", "TIME", "OLD", "NEW", "TL", "REASON")
