@@ -1439,7 +1439,12 @@ func (x *PostgresHealth) GetPendingRestartParams() []string {
 }
 
 type ProbeRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// checkpoint asks a primary to run CHECKPOINT before it answers. The
+	// leader asks it of the old primary before a switchover drains clients,
+	// so the shutdown checkpoint that follows, while clients wait, has
+	// little left to write.
+	Checkpoint    bool `protobuf:"varint,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1472,6 +1477,13 @@ func (x *ProbeRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use ProbeRequest.ProtoReflect.Descriptor instead.
 func (*ProbeRequest) Descriptor() ([]byte, []int) {
 	return file_pgquorum_v1_admin_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *ProbeRequest) GetCheckpoint() bool {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return false
 }
 
 type RenewLeaseRequest struct {
@@ -2574,8 +2586,11 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\bupstream\x18\r \x01(\tR\bupstream\x12 \n" +
 	"\fprobe_age_ms\x18\x0e \x01(\x03R\n" +
 	"probeAgeMs\x124\n" +
-	"\x16pending_restart_params\x18\x0f \x03(\tR\x14pendingRestartParams\"\x0e\n" +
-	"\fProbeRequest\"F\n" +
+	"\x16pending_restart_params\x18\x0f \x03(\tR\x14pendingRestartParams\".\n" +
+	"\fProbeRequest\x12\x1e\n" +
+	"\n" +
+	"checkpoint\x18\x01 \x01(\bR\n" +
+	"checkpoint\"F\n" +
 	"\x11RenewLeaseRequest\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12\x14\n" +
 	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"%\n" +
