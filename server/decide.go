@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/pgquorum/pgquorum/fsm"
@@ -242,8 +243,12 @@ func candidates(v view) (out []candidate, why string) {
 		}
 		return a.id < b.id
 	})
+	// why also explains the members left out when others qualify, so a
+	// refused named candidate gets its reason.
 	if len(out) == 0 {
 		why = fmt.Sprintf("no candidate: %v", reasons)
+	} else {
+		why = strings.Join(reasons, "; ")
 	}
 	return out, why
 }

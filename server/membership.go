@@ -180,6 +180,11 @@ func (s *Server) Heartbeat(_ context.Context, req *pb.HeartbeatRequest) (*pb.Hea
 	if !s.IsLeader() {
 		return nil, s.notLeader()
 	}
+	if fsm.FindMember(s.fsm.State(), req.MemberId) == nil {
+		// Not registered (yet, or removed): its health would be kept for a
+		// member the decider never looks at. The agent registers first.
+		return nil, fmt.Errorf("%w: member_id: member %q", ErrNotFound, req.MemberId)
+	}
 	if s.contacts.report(req.MemberId, req.Postgres, time.Now()) {
 		s.wakeLeader()
 	}

@@ -75,6 +75,9 @@ func (s *Server) Switchover(ctx context.Context, req *pb.SwitchoverRequest) (*pb
 		index, err := s.propose(ctx, &pb.SetSwitchover{})
 		return &pb.SwitchoverResponse{Index: index, Message: "switchover cancelled"}, err
 	}
+	if req.ScheduledAtUnixMs < 0 {
+		return nil, fmt.Errorf("%w: scheduled_at_unix_ms: %d is before 1970", ErrInvalid, req.ScheduledAtUnixMs)
+	}
 	p := st.Primary
 	switch {
 	case p.GetMemberId() == "":
@@ -96,13 +99,19 @@ func (s *Server) Switchover(ctx context.Context, req *pb.SwitchoverRequest) (*pb
 			return nil, fmt.Errorf("%w: candidate: %s is already the primary", ErrPrecondition, req.Candidate)
 		}
 	}
+	// Heartbeats may be a loop old either way: a member that just started
+	// looks down, one that just fell behind looks current. Ask the primary
+	// and the candidates themselves: a switchover accepted on a stale lag
+	// would step the primary down and leave the cluster without one until
+	// the laggard catches up.
+	probe := postgresMembers(st)
+	if req.Candidate != "" {
+		probe = []string{p.MemberId, req.Candidate}
+	}
+	s.probeMembers(ctx, probe)
+	v = s.currentView()
 	if err := checkCandidate(v, req.Candidate); err != nil {
-		// Heartbeats may be a loop behind (a member that just started):
-		// ask the candidates themselves before refusing.
-		s.probeMembers(ctx, postgresMembers(st))
-		if v = s.currentView(); checkCandidate(v, req.Candidate) != nil {
-			return nil, err
-		}
+		return nil, err
 	}
 	sw := &pb.Switchover{From: p.MemberId, To: req.Candidate, Epoch: p.Epoch,
 		ScheduledAtUnixMs: req.ScheduledAtUnixMs, RequestedAtUnixMs: time.Now().UnixMilli()}
