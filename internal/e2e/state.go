@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strings"
 	"time"
 
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
@@ -53,36 +52,33 @@ func (c *Cluster) List() ([]Member, error) {
 	return parseList(out)
 }
 
-// parseList reads ctl list's JSON: an array (or, for one message, an
-// object) of members, each followed by its health when the agent answered.
+// parseList reads ctl list's JSON: one object whose members each carry
+// their health nested (null when the agent did not answer).
 func parseList(out string) ([]Member, error) {
-	out = strings.TrimSpace(out)
-	if !strings.HasPrefix(out, "[") {
-		out = "[" + out + "]"
+	var doc struct {
+		Members []map[string]json.RawMessage `json:"members"`
 	}
-	var raw []map[string]json.RawMessage
-	if err := json.Unmarshal([]byte(out), &raw); err != nil {
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
 		return nil, fmt.Errorf("ctl list -o json: %w\n%s", err, out)
 	}
+	lax := protojson.UnmarshalOptions{DiscardUnknown: true}
 	var ms []Member
-	for _, obj := range raw {
+	for _, obj := range doc.Members {
+		health := obj["health"]
+		delete(obj, "health")
 		b, _ := json.Marshal(obj)
-		if _, isMember := obj["id"]; isMember {
-			m := &pb.Member{}
-			if err := protojson.Unmarshal(b, m); err != nil {
-				return nil, fmt.Errorf("ctl list member: %w", err)
+		m := &pb.Member{}
+		if err := lax.Unmarshal(b, m); err != nil {
+			return nil, fmt.Errorf("ctl list member: %w", err)
+		}
+		row := Member{Member: m}
+		if len(health) > 0 && string(health) != "null" {
+			row.Health = &pb.PostgresHealth{}
+			if err := protojson.Unmarshal(health, row.Health); err != nil {
+				return nil, fmt.Errorf("ctl list health of %s: %w", m.Id, err)
 			}
-			ms = append(ms, Member{Member: m})
-			continue
 		}
-		if len(ms) == 0 {
-			return nil, fmt.Errorf("ctl list: health before any member:\n%s", out)
-		}
-		h := &pb.PostgresHealth{}
-		if err := protojson.Unmarshal(b, h); err != nil {
-			return nil, fmt.Errorf("ctl list health: %w", err)
-		}
-		ms[len(ms)-1].Health = h
+		ms = append(ms, row)
 	}
 	return ms, nil
 }
