@@ -6,10 +6,15 @@
 # file and stopped by that PID, never by name.
 
 # lib_build BIN: install PostgreSQL 15, PgBouncer and the tools if missing,
-# then build the pgquorum binary into BIN.
+# then build the pgquorum binary into BIN. With NO_BUILD=1, BIN is used as
+# it is (an installed binary, or one a test built).
 lib_build() {
   local bin=$1
   scripts/install-deps.sh
+  if [ "${NO_BUILD:-}" = 1 ]; then
+    [ -x "$bin" ] || { echo "NO_BUILD=1, but $bin is not an executable" >&2; return 1; }
+    return 0
+  fi
   mkdir -p "$(dirname "$bin")"
   go build -o "$bin" ./cmd/pgquorum
 }
@@ -37,24 +42,34 @@ lib_spawn() {
   echo $! > "$pidfile"
 }
 
-# lib_stop_pid PID: SIGTERM, up to 5 s to exit, then SIGKILL.
-lib_stop_pid() {
-  local pid=$1
-  kill "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-  kill -9 "$pid" 2>/dev/null || true
-  for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || return 0; sleep 0.1; done
-}
-
-# lib_stop_pidfile FILE...: stop the process each PID file names, then
-# remove the file.
+# lib_stop_pidfile FILE...: stop the processes the PID files name, all at
+# once (SIGTERM, up to 5 s, then SIGKILL), then remove the files.
 lib_stop_pidfile() {
-  local f
+  local f pid pids=() files=()
   for f in "$@"; do
     [ -f "$f" ] || continue
-    lib_stop_pid "$(cat "$f")"
-    rm -f "$f"
+    files+=("$f")
+    pid=$(cat "$f")
+    kill "$pid" 2>/dev/null && pids+=("$pid")
   done
+  [ ${#files[@]} -gt 0 ] || return 0
+  for _ in $(seq 1 50); do
+    lib_any_alive "${pids[@]}" || break
+    sleep 0.1
+  done
+  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
+  for _ in $(seq 1 20); do
+    lib_any_alive "${pids[@]}" || break
+    sleep 0.1
+  done
+  rm -f "${files[@]}"
+}
+
+# lib_any_alive PID...: true while one of the processes exists.
+lib_any_alive() {
+  local pid
+  for pid in "$@"; do kill -0 "$pid" 2>/dev/null && return 0; done
+  return 1
 }
 
 # lib_stop_postmaster DATADIR: stop the postmaster of DATADIR (immediate
