@@ -232,3 +232,22 @@ func sortedKeys[K int | uint32 | string, V any](m map[K]V) []K {
 	slices.Sort(keys)
 	return keys
 }
+
+// Excerpt is the history lines of the insert attempts of ids and of the
+// ops in stale, for a bug report.
+func Excerpt(ops []Op, ids []int64, stale []Op) string {
+	want := map[int64]bool{}
+	for _, id := range head(ids) {
+		want[id] = true
+	}
+	var b []byte
+	for _, o := range ops {
+		if o.Kind == KindInsert && want[o.Value] {
+			b = append(b, o.String()+"\n"...)
+		}
+	}
+	for _, o := range stale[:min(len(stale), 20)] {
+		b = append(b, "stale ack: "+o.String()+"\n"...)
+	}
+	return string(b)
+}

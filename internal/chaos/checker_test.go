@@ -102,6 +102,12 @@ func TestCheckLinearizable(t *testing.T) {
 		{"unknown write seen later", []Op{reg(0, true, 0, 5, 0, 1, Unknown), reg(1, false, 0, 0, 2, 3, OK), reg(1, false, 0, 5, 4, 5, OK)}, porcupine.Ok},
 		{"unknown write then undone", []Op{reg(0, true, 0, 5, 0, 1, Unknown), reg(1, false, 0, 5, 2, 3, OK), reg(1, false, 0, 0, 4, 5, OK)}, porcupine.Illegal},
 		{"failed write never seen", []Op{reg(0, true, 0, 5, 0, 1, Fail), reg(1, false, 0, 0, 2, 3, OK)}, porcupine.Ok},
+		// A read of a value no write produced.
+		{"unknown value read", []Op{reg(0, true, 0, 5, 0, 1, OK), reg(1, false, 0, 7, 2, 3, OK)}, porcupine.Illegal},
+		// An unknown write read before its call cannot have happened.
+		{"read before the write's call", []Op{reg(1, false, 0, 5, 0, 1, OK), reg(0, true, 0, 5, 2, 3, Unknown)}, porcupine.Illegal},
+		{"many unobserved unknown writes", append([]Op{reg(0, true, 0, 5, 0, 1, OK), reg(1, false, 0, 5, 100, 101, OK)},
+			unknownWrites(200)...), porcupine.Ok},
 		{"keys independent", []Op{reg(0, true, 0, 5, 0, 1, OK), reg(1, false, 1, 0, 2, 3, OK)}, porcupine.Ok},
 	}
 	for _, tt := range tests {
@@ -111,4 +117,12 @@ func TestCheckLinearizable(t *testing.T) {
 			}
 		})
 	}
+}
+
+func unknownWrites(n int) []Op {
+	var ops []Op
+	for i := range n {
+		ops = append(ops, reg(2+i%3, true, 0, int64(1000+i), 2+i, 3+i, Unknown))
+	}
+	return ops
 }

@@ -2,7 +2,6 @@ package chaos
 
 import (
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/anishathalye/porcupine"
@@ -56,17 +55,39 @@ var registerModel = porcupine.Model{
 }
 
 // registerOps turns the register ops of a history into porcupine
-// operations. A write whose outcome is unknown may take effect at any
-// time after its call, so it returns at infinity; a failed write and a
-// read that did not answer constrain nothing and are left out.
+// operations. A failed write and a read that did not answer constrain
+// nothing and are left out. A write whose outcome is unknown may take
+// effect at any time after its call, or never. Values are unique, so:
+// an unknown write no read ever saw can always be linearized last and is
+// left out; one that a read saw must have taken effect before that read
+// returned, so it returns when the first read that saw it returned. Both
+// are exact, and they keep porcupine from searching the endless
+// interleavings that open-ended writes allow.
 func registerOps(ops []Op) []porcupine.Operation {
+	type kv struct {
+		k int
+		v int64
+	}
+	seen := map[kv]int64{} // earliest return of a read of the value
+	for _, o := range ops {
+		if o.Kind == KindRead && o.Outcome == OK {
+			key := kv{o.Key, o.Value}
+			if r, ok := seen[key]; !ok || int64(o.Return) < r {
+				seen[key] = int64(o.Return)
+			}
+		}
+	}
 	var out []porcupine.Operation
 	for _, o := range ops {
 		switch {
 		case o.Kind == KindWrite && o.Outcome != Fail:
 			ret := int64(o.Return)
 			if o.Outcome == Unknown {
-				ret = math.MaxInt64
+				r, ok := seen[kv{o.Key, o.Value}]
+				if !ok {
+					continue
+				}
+				ret = max(r, int64(o.Call))
 			}
 			out = append(out, porcupine.Operation{ClientId: o.Process, Input: regInput{Write: true, Key: o.Key, Value: o.Value},
 				Call: int64(o.Call), Output: regOutput{}, Return: ret})

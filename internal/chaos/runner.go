@@ -181,6 +181,10 @@ func Run(t *testing.T, cfg Config) Summary {
 	}
 	s.Violations = violations
 	writeFile(dir, "errors.txt", errorCounts(ops))
+	if ex := Excerpt(ops, slices.Concat(s.Inserts.Lost, s.Inserts.Phantoms, s.Inserts.FailedPresent), pr.StaleAcks); ex != "" {
+		writeFile(dir, "excerpt.txt", ex)
+		t.Logf("chaos: history excerpt:\n%s", ex)
+	}
 	table := s.Table()
 	writeFile(dir, "summary.md", table+"\n"+strings.Join(violations, "\n")+"\n")
 	t.Logf("chaos: summary (seed %d):\n%s", cfg.Seed, table)

@@ -4,7 +4,6 @@ package chaos
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
 	"strings"
 	"sync"
@@ -155,42 +154,4 @@ func (w *Workload) attempt(ctx context.Context, s *session, op *Op) error {
 		op.Server, op.Timeline = "", 0
 	}
 	return err
-}
-
-// classify turns an attempt's result into an outcome. Only a clean
-// success is OK. A failure is definite only when the request was never
-// sent, or PostgreSQL refused the statement with an ERROR that cannot
-// follow a commit; lost connections, timeouts, FATALs, PgBouncer's
-// connection errors and a "committed locally" warning are unknown.
-func classify(err error, committedLocally bool) (Outcome, string) {
-	if err == nil {
-		if committedLocally {
-			return Unknown, "committed locally (sync wait cancelled)"
-		}
-		return OK, ""
-	}
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Fail, "no row"
-	}
-	if pgconn.SafeToRetry(err) {
-		return Fail, "not sent: " + short(err)
-	}
-	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && pgErr.Severity == "ERROR" && !committedLocally {
-		switch pgErr.Code[:2] {
-		case "08", "57", "58", "XX", "53":
-		default:
-			return Fail, pgErr.Code + " " + pgErr.Message
-		}
-	}
-	return Unknown, short(err)
-}
-
-// short is an error's text, cut to one line of reasonable length.
-func short(err error) string {
-	s := strings.ReplaceAll(err.Error(), "\n", " ")
-	if len(s) > 160 {
-		s = s[:160]
-	}
-	return s
 }
