@@ -94,7 +94,8 @@ func (cp *campaign) draw() string {
 }
 
 func (cp *campaign) logf(format string, args ...any) {
-	line := fmt.Sprintf("%9.3fs %s", cp.h.Now().Seconds(), fmt.Sprintf(format, args...))
+	now := cp.h.Now()
+	line := fmt.Sprintf("%9.3fs [%s] %s", now.Seconds(), cp.h.At(now).UTC().Format("15:04:05.000"), fmt.Sprintf(format, args...))
 	fmt.Fprintln(cp.log, line)
 	fmt.Println("chaos:", line)
 }

@@ -124,3 +124,23 @@ func (h *History) Close() error {
 	h.f = nil
 	return err
 }
+
+// LoadHistory reads a history file written by History.
+func LoadHistory(path string) ([]Op, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var ops []Op
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for line := 1; sc.Scan(); line++ {
+		var o Op
+		if err := json.Unmarshal(sc.Bytes(), &o); err != nil {
+			return ops, fmt.Errorf("%s:%d: %w", path, line, err)
+		}
+		ops = append(ops, o)
+	}
+	return ops, sc.Err()
+}

@@ -87,6 +87,17 @@ func restartAgent(n *Node) healFunc { return n.agent.start }
 var Nemeses = []Nemesis{
 	{Kind: "isolate-primary", Hold: holdBetween(5*time.Second, 15*time.Second),
 		Inject: func(_ context.Context, v view, _ *rand.Rand) (string, healFunc, error) { return isolate(v, v.primary) }},
+	{Kind: "isolate-primary-from-sync", Hold: holdBetween(5*time.Second, 15*time.Second),
+		// Only the primary and its synchronous standby lose each other;
+		// both still see the third node, which can take over the role.
+		Inject: func(_ context.Context, v view, rng *rand.Rand) (string, healFunc, error) {
+			if len(v.sync) == 0 {
+				return "", nil, errSkip
+			}
+			s := pick(rng, v.sync)
+			err := errors.Join(v.primary.Host.Drop(true, true, s.Host), s.Host.Drop(true, true, v.primary.Host))
+			return v.primary.ID + "|" + s.ID, healAll(v.c), err
+		}},
 	{Kind: "isolate-replica", Hold: holdBetween(5*time.Second, 15*time.Second),
 		Inject: func(_ context.Context, v view, rng *rand.Rand) (string, healFunc, error) {
 			return isolate(v, pick(rng, v.others(v.primary)))
