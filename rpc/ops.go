@@ -39,8 +39,14 @@ func (a *Admin) SetSync(ctx context.Context, req *pb.SetSync) (*pb.LeaseResponse
 	})
 }
 
-// Probe implements pb.AdminServer. It always answers for this node.
-func (a *Admin) Probe(ctx context.Context, _ *pb.ProbeRequest) (*pb.PostgresHealth, error) {
+// Probe implements pb.AdminServer. It always answers for this node,
+// after a CHECKPOINT when asked (see server.Checkpoint).
+func (a *Admin) Probe(ctx context.Context, req *pb.ProbeRequest) (*pb.PostgresHealth, error) {
+	if req.GetCheckpoint() {
+		if err := a.srv.Checkpoint(ctx); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	h, err := a.srv.Probe(ctx)
 	return h, toStatus(err)
 }

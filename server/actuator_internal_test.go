@@ -41,6 +41,7 @@ func (r *recordingPG) Bootstrap(context.Context) (uint64, error)           { ret
 func (r *recordingPG) Start(context.Context, pgnode.StartOptions) error    { return r.rec("start") }
 func (r *recordingPG) Stop(context.Context, pgnode.StopMode) error         { return r.rec("stop") }
 func (r *recordingPG) Promote(context.Context) error                       { return r.rec("promote") }
+func (r *recordingPG) Checkpoint(context.Context) error                    { return r.rec("checkpoint") }
 func (r *recordingPG) Rewind(context.Context, pgnode.Upstream) error       { return r.rec("rewind") }
 func (r *recordingPG) CloneFrom(context.Context, pgnode.Upstream) error    { return r.rec("clone") }
 func (r *recordingPG) Reinit(context.Context, pgnode.Upstream) error       { return r.rec("reinit") }

@@ -42,6 +42,9 @@ type decision struct {
 	probe []string
 	// wait explains why nothing is done although something is pending.
 	wait string
+	// checkpoint names the primary to checkpoint before cmd is proposed
+	// (a switchover's first step; see prepare.go).
+	checkpoint string
 }
 
 func (v *view) alive(id string) bool {
@@ -321,13 +324,18 @@ func decideSwitchover(v view) decision {
 	next := proto.Clone(sw).(*pb.Switchover)
 	if !sw.Draining && len(v.st.Bouncers) > 0 {
 		next.Draining = true
-		return decision{cmd: &pb.SetSwitchover{Switchover: next}, reason: fmt.Sprintf("switchover: bouncer agents drain %s", sw.From)}
+		return decision{cmd: &pb.SetSwitchover{Switchover: next}, checkpoint: sw.From,
+			reason: fmt.Sprintf("switchover: bouncer agents drain %s", sw.From)}
 	}
 	if waiting := v.bouncersBehind(sw.Epoch + 1); len(waiting) > 0 {
 		return decision{wait: fmt.Sprintf("switchover waits for bouncer agents %v to pause %s", waiting, sw.From)}
 	}
 	next.SteppingDown = true
-	return decision{cmd: &pb.SetSwitchover{Switchover: next}, reason: fmt.Sprintf("switchover: %s steps down", sw.From)}
+	dec := decision{cmd: &pb.SetSwitchover{Switchover: next}, reason: fmt.Sprintf("switchover: %s steps down", sw.From)}
+	if !sw.Draining {
+		dec.checkpoint = sw.From // no bouncer agents: no drain step came first
+	}
+	return dec
 }
 
 // bouncersBehind lists the registered bouncer agents that have not

@@ -75,6 +75,9 @@ func (s *Server) decideOnce(ctx context.Context, d *decider) {
 			return
 		}
 	}
+	if dec.checkpoint != "" {
+		s.checkpointMember(ctx, dec.checkpoint)
+	}
 	index, err := s.propose(ctx, dec.cmd)
 	if err != nil {
 		s.log.Warn("decision not committed", "reason", dec.reason, "err", err)

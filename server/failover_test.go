@@ -531,6 +531,16 @@ func TestSwitchover_NoOverlapNoLoss(t *testing.T) {
 	if np.MemberId != to {
 		t.Fatalf("switched over to %s, want %s", np.MemberId, to)
 	}
+	// The old primary checkpointed before it stopped (prepare.go).
+	var seen []string
+	for _, e := range f.w.Events() {
+		if e.Server == p.MemberId && (e.What == "checkpoint" || strings.HasPrefix(e.What, "stop")) {
+			seen = append(seen, e.What)
+		}
+	}
+	if len(seen) < 2 || seen[0] != "checkpoint" {
+		t.Errorf("old primary %s: %v, want a checkpoint before it stopped", p.MemberId, seen)
+	}
 	f.waitStreaming(to, f.others(to)...)
 	f.checkAcked(to)
 	st := f.state()

@@ -18,6 +18,8 @@ type Postgres interface {
 	Start(ctx context.Context, opts pgnode.StartOptions) error
 	Stop(ctx context.Context, mode pgnode.StopMode) error
 	Promote(ctx context.Context) error
+	// Checkpoint runs CHECKPOINT on a running server.
+	Checkpoint(ctx context.Context) error
 	Rewind(ctx context.Context, up pgnode.Upstream) error
 	CloneFrom(ctx context.Context, up pgnode.Upstream) error
 	Reinit(ctx context.Context, up pgnode.Upstream) error

@@ -624,6 +624,17 @@ func (f *FakePostgres) Promote(ctx context.Context) error {
 	return nil
 }
 
+// Checkpoint implements server.Postgres.
+func (f *FakePostgres) Checkpoint(ctx context.Context) error {
+	h := f.lock()
+	defer f.unlock()
+	if !h.running {
+		return fmt.Errorf("%w: %s", pgnode.ErrNotRunning, f.id)
+	}
+	f.w.event(f.id, "checkpoint")
+	return nil
+}
+
 // sourceFor returns the running server behind up, or an error.
 func (f *FakePostgres) sourceFor(h *Host, up pgnode.Upstream) (*Host, error) {
 	src := f.w.source(upstreamAddr(up))
