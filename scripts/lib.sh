@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # lib.sh — shell functions shared by demo.sh and netns-cluster.sh. Source it;
 # it defines functions only and changes nothing by itself.
 #

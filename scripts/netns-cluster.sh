@@ -110,7 +110,7 @@ create_namespaces() {
     fi
   done
   for m in hub "${NODES[@]}" pgb; do
-    echo "$(ns "$m")" >> "$DIR/namespaces"
+    ns "$m" >> "$DIR/namespaces"
     ip netns add "$(ns "$m")"
     ip -n "$(ns "$m")" link set lo up
   done
@@ -154,7 +154,8 @@ configure() {
 }
 
 up() {
-  need_root up
+  # Whatever up made before a failure is recorded; say how to remove it.
+  trap 'rc=$?; [ "$rc" -eq 0 ] || echo "netns-cluster: up failed (exit $rc); logs are in $DIR; remove what it made with: $0 down" >&2' EXIT
   command -v curl >/dev/null || { echo "netns-cluster: curl is missing (apt-get install curl): it reads the health checks" >&2; exit 1; }
   if [ -f "$DIR/namespaces" ]; then
     echo "netns-cluster: $DIR/namespaces exists: a cluster is up or was not taken down; run '$0 down'" >&2
@@ -175,7 +176,7 @@ up() {
   lib_spawn "$DIR/bouncer.pid" "$DIR/bouncer.log" ip netns exec "$(ns pgb)" "$BIN" bouncer --config "$DIR/gen/pgb/bouncer.yaml"
   echo "waiting for a primary, two replicas and a route through PgBouncer..."
   if ! lib_wait 180 healthy; then
-    echo "netns-cluster: not healthy after 180 s; logs are in $DIR (then: $0 down)" >&2
+    echo "netns-cluster: not healthy after 180 s" >&2
     exit 1
   fi
   echo "healthy after $((SECONDS - t0)) s"
@@ -229,7 +230,6 @@ status() {
 # partition NODE...: the named nodes on one side, every other namespace on
 # the other. Rules live in a chain of each named node's namespace.
 partition() {
-  need_root partition
   [ $# -gt 0 ] || usage
   local side=" $* " n m other
   for n in "$@"; do addr "$n" >/dev/null; done
@@ -255,7 +255,6 @@ partition() {
 }
 
 heal() {
-  need_root heal
   local n
   for n in "${NODES[@]}"; do
     in_ns "$n" iptables -w -F "$CHAIN" 2>/dev/null || true
@@ -265,7 +264,6 @@ heal() {
 }
 
 down() {
-  need_root down
   local n t0=$SECONDS
   # Agents first (stopping an agent never stops PostgreSQL), the fence guards,
   # then the postmasters, each by the PID it recorded.
@@ -286,15 +284,18 @@ down() {
 }
 
 case "${1:-}" in
+  up|down|status|roles|ctl|psql|isolate|partition|heal|exec) need_root "$1" ;;
+  *) usage ;;
+esac
+case "$1" in
   up) up ;;
   down) down ;;
-  status) need_root status; need_cluster; status ;;
-  roles) need_root roles; need_cluster; roles ;;
-  ctl) need_root ctl; need_cluster; shift; ctl "$@" ;;
-  psql) need_root psql; need_cluster; shift; pgb_psql "$@" ;;
+  status) need_cluster; status ;;
+  roles) need_cluster; roles ;;
+  ctl) need_cluster; shift; ctl "$@" ;;
+  psql) need_cluster; shift; pgb_psql "$@" ;;
   isolate) [ $# -eq 2 ] || usage; need_cluster; partition "$2" ;;
   partition) shift; need_cluster; partition "$@" ;;
   heal) need_cluster; heal ;;
-  exec) need_root exec; need_cluster; [ $# -ge 3 ] || usage; n=$2; shift 2; addr "$n" >/dev/null; in_ns "$n" "$@" ;;
-  *) usage ;;
+  exec) need_cluster; [ $# -ge 3 ] || usage; n=$2; shift 2; addr "$n" >/dev/null; in_ns "$n" "$@" ;;
 esac
