@@ -153,9 +153,15 @@ configure() {
   chown postgres "$DIR/pgbouncer/userlist.txt" "$DIR/pgbouncer/pgbouncer.ini"
 }
 
+# up_failed: the EXIT trap of up. Whatever up made before a failure is
+# recorded in $DIR; say how to remove it.
+up_failed() {
+  local rc=$?
+  [ "$rc" -eq 0 ] || echo "netns-cluster: up failed (exit $rc); logs are in $DIR; remove what it made with: $0 down" >&2
+}
+
 up() {
-  # Whatever up made before a failure is recorded; say how to remove it.
-  trap 'rc=$?; [ "$rc" -eq 0 ] || echo "netns-cluster: up failed (exit $rc); logs are in $DIR; remove what it made with: $0 down" >&2' EXIT
+  trap up_failed EXIT
   command -v curl >/dev/null || { echo "netns-cluster: curl is missing (apt-get install curl): it reads the health checks" >&2; exit 1; }
   if [ -f "$DIR/namespaces" ]; then
     echo "netns-cluster: $DIR/namespaces exists: a cluster is up or was not taken down; run '$0 down'" >&2
