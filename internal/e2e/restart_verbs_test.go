@@ -3,7 +3,9 @@ package e2e_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -139,5 +141,53 @@ func TestRestartVerbs_PendingRestartAppliedPrimaryKept(t *testing.T) {
 	}
 	if p, e := c.WaitHealthy(120 * time.Second); p != primary || e != epoch {
 		t.Fatalf("after reinit: primary %s epoch %d, want %s epoch %d", p, e, primary, epoch)
+	}
+}
+
+// TestCallbacks_RoleChangeRecordedOnSwitchover: every agent runs an
+// on_role_change script that records its arguments and an on_stop script
+// that hangs far longer than a switchover takes, killed after 10 s (set
+// through PGQUORUM_* variables). A switchover records "on_role_change primary CLUSTER" and
+// "on_role_change replica CLUSTER" and is not held up by the hanging
+// script.
+func TestCallbacks_RoleChangeRecordedOnSwitchover(t *testing.T) {
+	e2e.Skip(t)
+	dir := t.TempDir()
+	calls := filepath.Join(dir, "calls")
+	record := filepath.Join(dir, "record")
+	hang := filepath.Join(dir, "hang")
+	if err := os.WriteFile(record, []byte("#!/bin/sh\necho \"$1 $2 $3\" >> "+calls+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(hang, []byte("#!/bin/sh\nsleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PGQUORUM_CALLBACKS_ON_ROLE_CHANGE", record)
+	t.Setenv("PGQUORUM_CALLBACKS_ON_STOP", hang)
+	t.Setenv("PGQUORUM_CALLBACKS_TIMEOUT", "10s")
+	c := e2e.New(t, e2e.Options{})
+	primary, epoch := c.WaitHealthy(120 * time.Second)
+
+	began := time.Now()
+	out := ctlLong(t, c, "switchover")
+	took := time.Since(began)
+	t.Logf("switchover with a hanging on_stop callback took %v:\n%s", took.Round(time.Millisecond), out)
+	p, e := c.WaitHealthy(120 * time.Second)
+	if p == primary || e != epoch+1 {
+		t.Fatalf("after the switchover: primary %s epoch %d (before: %s epoch %d)", p, e, primary, epoch)
+	}
+	if took > 10*time.Second {
+		t.Errorf("switchover took %v: held up by the hanging callback?", took)
+	}
+	// Callbacks of one node run in order: the old primary's "replica"
+	// waits until its hanging on_stop is killed (10 s).
+	for _, want := range []string{"on_role_change primary " + c.Name, "on_role_change replica " + c.Name} {
+		e2e.Eventually(t, 60*time.Second, want, func() error {
+			b, _ := os.ReadFile(calls)
+			if !strings.Contains(string(b), want) {
+				return fmt.Errorf("callbacks so far: %q", b)
+			}
+			return nil
+		})
 	}
 }
