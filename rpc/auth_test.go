@@ -81,6 +81,11 @@ func TestAuth_Table(t *testing.T) {
 		pb.Admin_SetConfig_FullMethodName:         A,
 		pb.Admin_BouncerHeartbeat_FullMethodName:  N | B,
 		pb.Admin_UnregisterBouncer_FullMethodName: A,
+		pb.Admin_Restart_FullMethodName:           A,
+		pb.Admin_Reload_FullMethodName:            A,
+		pb.Admin_Reinit_FullMethodName:            A,
+		pb.Admin_Flush_FullMethodName:             A,
+		pb.Admin_LocalAction_FullMethodName:       N,
 		"/pgquorum.v1.Admin/Nope":                 0,
 	}
 	bits := map[string]int{"node": N, "admin": A, "readonly": R, "bouncer": B, "nobody": 0}
