@@ -138,7 +138,7 @@ func (k kind) String() string {
 // of their own: Load uses a flag only when it was set.
 func (s *schema) registerFlags(fs *pflag.FlagSet) {
 	for _, f := range s.leaves {
-		if fs.Lookup(f.key) != nil {
+		if fs.Lookup(f.key) != nil || isSecretKey(f.key) {
 			continue
 		}
 		usage := firstSentence(f.doc) + " (env " + s.envName(f.key) + ")"
@@ -159,6 +159,14 @@ func (s *schema) registerFlags(fs *pflag.FlagSet) {
 			fs.String(f.key, "", usage+"; YAML or JSON")
 		}
 	}
+}
+
+// isSecretKey reports whether key holds a secret in clear (a password).
+// Such keys get no flag: every user of the host can read a process's
+// command line (ps, /proc/PID/cmdline). The file and the environment set
+// them, or the password_file keys.
+func isSecretKey(key string) bool {
+	return key == "password" || strings.HasSuffix(key, ".password")
 }
 
 func firstSentence(doc string) string {
