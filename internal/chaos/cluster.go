@@ -37,6 +37,7 @@ type Node struct {
 	AgentDir  string
 	PGDataDir string
 	agent     *proc
+	mounted   bool
 }
 
 // Cluster is the system under test: three nodes, PgBouncer and the
@@ -64,12 +65,17 @@ func StartCluster(t testing.TB, net *Net, dir string, nodes int) (*Cluster, erro
 		id := fmt.Sprintf("n%d", i)
 		n := &Node{ID: id, Host: net.Host(id), Dir: filepath.Join(dir, id)}
 		n.AgentDir = filepath.Join(n.Dir, "agent")
-		n.PGDataDir = filepath.Join(n.Dir, "pgdata")
+		n.PGDataDir = filepath.Join(n.Dir, "vol", "pgdata")
 		if err := os.MkdirAll(n.Dir, 0o755); err != nil {
 			return c, err
 		}
 		pgtest.Chown(t, n.Dir)
 		c.Nodes = append(c.Nodes, n)
+		if err := mountVolume(n); err != nil {
+			return c, err
+		}
+		n.mounted = true
+		pgtest.Chown(t, filepath.Join(n.Dir, "vol"))
 		initial = append(initial, fmt.Sprintf("%s=%s:%d", id, n.Host.IP, raftPort))
 	}
 	for _, n := range c.Nodes {
@@ -296,6 +302,9 @@ func (c *Cluster) Close() {
 	}
 	for _, n := range c.Nodes {
 		_, _ = e2e.StopPostmaster(n.PGDataDir, 10*time.Second)
+		if n.mounted {
+			unmountVolume(n)
+		}
 	}
 	c.pool.Close()
 }

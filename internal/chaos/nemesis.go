@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // errSkip means a nemesis does not apply to the cluster as it is (the
@@ -210,6 +212,22 @@ var Nemeses = []Nemesis{
 			return v.primary.ID + "+" + s.ID, func() error {
 				return errors.Join(v.primary.agent.start(), s.agent.start())
 			}, nil
+		}},
+	{Kind: "disk-full-primary", Hold: holdBetween(8*time.Second, 40*time.Second), // the agent restarts in place for 30 s
+		// The primary's data volume (WAL included) has no free byte left.
+		// Preallocated WAL segments and relation pages hide that for
+		// minutes, so the nemesis switches to a new WAL segment, which
+		// needs 16 MB at once.
+		Inject: func(ctx context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			n := v.primary
+			if err := fillVolume(n); err != nil {
+				return n.ID, func() error { return drainVolume(n) }, err
+			}
+			_ = nodeQuery(ctx, n, 3*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+				_, err := conn.Exec(ctx, "SELECT pg_switch_wal()")
+				return err
+			})
+			return n.ID, func() error { return drainVolume(n) }, nil
 		}},
 	{Kind: "switchover", Hold: holdBetween(3*time.Second, 6*time.Second),
 		Inject: func(ctx context.Context, v view, _ *rand.Rand) (string, healFunc, error) {

@@ -273,6 +273,9 @@ func Sweep() []string {
 	for _, ns := range nss {
 		killAll(ns)
 	}
+	for p := range dead {
+		unmountLeftovers(p)
+	}
 	for _, ns := range nss {
 		_ = run("ip", "netns", "del", ns)
 	}

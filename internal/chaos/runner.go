@@ -66,18 +66,9 @@ func Run(t *testing.T, cfg Config) Summary {
 	if swept := Sweep(); len(swept) > 0 {
 		t.Logf("chaos: swept leftovers of earlier runs: %v", swept)
 	}
-	dir, err := os.MkdirTemp("", "pqchaos-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	writeFile(dir, "seed.txt", fmt.Sprintf("%d\nreplay: SEED=%d go test -tags chaos -run '^%s$' ./internal/chaos\n", cfg.Seed, cfg.Seed, t.Name()))
-	t.Logf("chaos: seed %d, run directory %s", cfg.Seed, dir)
-
 	var net *Net
 	var c *Cluster
+	var dir string
 	t.Cleanup(func() {
 		if c != nil {
 			c.Close()
@@ -87,16 +78,27 @@ func Run(t *testing.T, cfg Config) Summary {
 				t.Errorf("chaos: removing the topology: %v", err)
 			}
 		}
+		if dir == "" {
+			return
+		}
 		if t.Failed() || os.Getenv("CHAOS_KEEP") != "" {
-			t.Logf("chaos: kept %s (seed %d): history.jsonl, nemesis.log, probe.log, summary.md, */agent.log, pgb/*.log", dir, cfg.Seed)
+			t.Logf("chaos: kept %s (seed %d): history.jsonl, nemesis.log, probe.log, summary.md, errors.txt, n*/agent.log, n*/pgdata.log, pgb/*.log", dir, cfg.Seed)
 			return
 		}
 		_ = os.RemoveAll(dir)
 	})
+	var err error
 	net, err = NewNet("n1", "n2", "n3", "pgb")
 	if err != nil {
 		t.Fatalf("chaos: topology: %v", err)
 	}
+	// The directory carries the prefix, so a sweep finds its mounts.
+	dir = filepath.Join(os.TempDir(), "pqchaos-"+net.Prefix)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(dir, "seed.txt", fmt.Sprintf("%d\nreplay: SEED=%d go test -tags chaos -run '^%s$' ./internal/chaos\n", cfg.Seed, cfg.Seed, t.Name()))
+	t.Logf("chaos: seed %d, run directory %s", cfg.Seed, dir)
 	c, err = StartCluster(t, net, dir, 3)
 	if err != nil {
 		t.Fatalf("chaos: start: %v", err)
