@@ -15,14 +15,6 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// gen-config turns a host list into the files each host needs: a node
-// config per Postgres host and witness, and a bouncer agent config plus a
-// PgBouncer config per PgBouncer host. Every file is checked with the same
-// loader `serve` and `bouncer` use before anything is written, in a scratch
-// directory where the certificates, password files and directories it
-// names exist; on the hosts, `pgquorum validate-config` (run by the systemd
-// unit before each start) repeats the check against the real files.
-
 // genPlaceholder in a directory flag stands for the host's name, so that
 // hosts sharing one file system (network namespaces, tests) get their own
 // directories.
@@ -62,6 +54,15 @@ type genFile struct {
 	Data    []byte
 }
 
+// genConfigCmd is `pgquorum gen-config`. It turns a host list into the files
+// each host needs: a node config per PostgreSQL host and witness, and a
+// bouncer agent config plus a PgBouncer config per PgBouncer host, so that
+// addresses, certificate names and the initial cluster agree across hosts
+// by construction. Every file is checked with the loader `serve` and
+// `bouncer` use before anything is written, in a scratch directory where
+// the certificates, password files and directories it names exist; on the
+// hosts, `pgquorum validate-config` (run by the systemd unit before each
+// start) repeats the check against the real files.
 func genConfigCmd() *cobra.Command {
 	o := &genOptions{}
 	var out, witness string

@@ -197,3 +197,28 @@ func TestGenConfig_KeepsExistingFiles(t *testing.T) {
 		t.Fatalf("--force did not rewrite the file:\n%s", b)
 	}
 }
+
+// TestYAMLScalar_ReadsBackAsString: values that YAML would read as numbers,
+// booleans or null, or that contain syntax, are quoted; the rest stay plain.
+func TestYAMLScalar_ReadsBackAsString(t *testing.T) {
+	for in, want := range map[string]string{
+		"n1":                "n1",
+		"10.0.0.1:7001":     "10.0.0.1:7001",
+		"n1=10.0.0.1:7001":  "n1=10.0.0.1:7001",
+		"/etc/pgquorum/tls": "/etc/pgquorum/tls",
+		"1":                 `"1"`,
+		"1.5":               `"1.5"`,
+		"on":                `"on"`,
+		"No":                `"No"`,
+		"null":              `"null"`,
+		"":                  `""`,
+		"::1":               `"::1"`,
+		"/a b/c":            `"/a b/c"`,
+		"a#b":               `"a#b"`,
+		"{name}":            `"{name}"`,
+	} {
+		if got := yamlScalar(in); got != want {
+			t.Errorf("yamlScalar(%q) = %s, want %s", in, got, want)
+		}
+	}
+}
