@@ -9,8 +9,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // Config shapes a campaign.
@@ -139,7 +142,12 @@ func (cp *campaign) run(ctx context.Context) {
 		cp.cycles = append(cp.cycles, cy)
 		cp.logf("%s", cy)
 		if cy.Err != "" {
-			return
+			// Recorded as a violation; repair by hand, visibly, so the
+			// campaign can go on, or stop.
+			if err := cp.repair(ctx); err != nil {
+				cp.logf("cycle %d: repair failed, campaign stops: %v", n, err)
+				return
+			}
 		}
 	}
 }
@@ -211,4 +219,46 @@ func (cp *campaign) measure(cy Cycle, oldIP string) (failover, outage time.Durat
 // writeFile writes name in the run's directory.
 func writeFile(dir, name, content string) {
 	_ = os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644)
+}
+
+// repair is the manual step an operator would take after a fault the
+// cluster did not heal from by itself: every member that does not stream
+// from the primary is wiped and cloned again (kill -9, remove its data
+// directory, restart its agent). It is logged; the cycle already counts
+// as a violation.
+func (cp *campaign) repair(ctx context.Context) error {
+	p, _, _, err := cp.c.Primary(ctx)
+	if err != nil || p == "" {
+		return fmt.Errorf("no primary to repair around: %v", err)
+	}
+	var streaming []string
+	err = nodeQuery(ctx, cp.c.Node(p), 5*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
+		rows, err := conn.Query(ctx, "SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
+		if err != nil {
+			return err
+		}
+		streaming, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	for _, n := range cp.c.Nodes {
+		if n.ID == p || slices.Contains(streaming, n.ID) {
+			continue
+		}
+		cp.logf("REPAIR by hand: %s does not stream from %s; wiping and re-cloning it", n.ID, p)
+		n.KillHost()
+		if err := os.RemoveAll(n.PGDataDir); err != nil {
+			return err
+		}
+		if err := n.agent.start(); err != nil {
+			return err
+		}
+	}
+	_, took, err := cp.c.WaitHealthy(ctx, cp.cfg.HealBound)
+	if err == nil {
+		cp.logf("healthy %v after the repair", took.Round(time.Millisecond))
+	}
+	return err
 }
