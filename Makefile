@@ -29,7 +29,7 @@ test-short:
 
 ## fuzz-short: each fuzz target for FUZZTIME from its committed seed corpus
 ## (testdata/fuzz/<Name>/); go test -fuzz takes one package and one target.
-FUZZTIME     ?= 15s
+FUZZTIME     ?= 12s
 FUZZ_TARGETS := ./fsm:FuzzDecode ./fsm:FuzzRestore ./fsm:FuzzApply ./server/config:FuzzLoad ./bouncer:FuzzRender
 fuzz-short:
 	@set -e; for t in $(FUZZ_TARGETS); do \
