@@ -150,7 +150,11 @@ func Run(t *testing.T, cfg Config) Summary {
 			kind, _, _ := strings.Cut(f, ":")
 			s.Faults[kind]++
 		}
-		if cy.Failover > 0 {
+		planned := slices.ContainsFunc(cy.Faults, func(f string) bool { return strings.HasPrefix(f, "switchover:") })
+		switch {
+		case cy.Failover > 0 && planned:
+			s.Switchovers = append(s.Switchovers, cy.Failover)
+		case cy.Failover > 0:
 			s.Failovers = append(s.Failovers, cy.Failover)
 		}
 		s.Outages = append(s.Outages, cy.Outage)
