@@ -10,6 +10,7 @@ import (
 
 	"github.com/pgquorum/pgquorum/fsm"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 // Operator actions on members' PostgreSQL: restart, reload, reinit, flush.
@@ -77,6 +78,16 @@ func (p *restartPlans) end() {
 	p.mu.Lock()
 	p.running = false
 	p.mu.Unlock()
+}
+
+// scheduledRequest returns the scheduled restart, if any.
+func (p *restartPlans) scheduledRequest() *pb.RestartRequest {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.scheduled == nil {
+		return nil
+	}
+	return proto.Clone(p.scheduled.req).(*pb.RestartRequest)
 }
 
 // cancelScheduled drops the scheduled restart and describes it; "" when

@@ -30,6 +30,9 @@ func (s *Server) Status() *pb.NodeStatus {
 		HasState:       s.hasState(),
 	}
 	isLeader := s.IsLeader()
+	if isLeader {
+		ns.ScheduledRestart = s.restarts.scheduledRequest()
+	}
 	if !isLeader {
 		if t := s.raft.LastContact(); !t.IsZero() {
 			ns.LastLeaderContactMs = time.Since(t).Milliseconds()

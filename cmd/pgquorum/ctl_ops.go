@@ -31,8 +31,8 @@ func (c *ctl) listCmd() *cobra.Command {
 			if c.structured() {
 				return c.printValue(listJSON(st, health, leader, note))
 			}
-			fmt.Fprintf(c.out, "Cluster: %s (%s)  epoch %d  config v%d%s\n", st.Identity.GetName(), st.Identity.GetUuid(),
-				st.Primary.GetEpoch(), st.Config.GetVersion(), pausedNote(st))
+			fmt.Fprintf(c.out, "Cluster: %s (%s)  epoch %d  config v%d%s%s\n", st.Identity.GetName(), st.Identity.GetUuid(),
+				st.Primary.GetEpoch(), st.Config.GetVersion(), pausedNote(st), restartNote(leader))
 			var primaryLSN uint64
 			if h := health[st.Primary.GetMemberId()]; h != nil {
 				primaryLSN = h.WalLsn
@@ -70,6 +70,19 @@ func (c *ctl) listCmd() *cobra.Command {
 			return c.printBouncers(st, leader, note)
 		},
 	}
+}
+
+// restartNote mentions the restart the leader holds for later.
+func restartNote(leader *pb.NodeStatus) string {
+	r := leader.GetScheduledRestart()
+	if r == nil {
+		return ""
+	}
+	who := "every member"
+	if len(r.Members) > 0 {
+		who = strings.Join(r.Members, ", ")
+	}
+	return fmt.Sprintf("  [restart of %s scheduled at %s]", who, time.UnixMilli(r.ScheduledAtUnixMs).UTC().Format(time.RFC3339))
 }
 
 // memberRole is a member's role as `ctl list` shows it.
@@ -141,7 +154,8 @@ func listJSON(st *pb.ClusterState, health map[string]*pb.PostgresHealth, leader 
 	return map[string]any{
 		"cluster": st.Identity.GetName(), "uuid": st.Identity.GetUuid(), "epoch": epoch,
 		"primary": st.Primary.GetMemberId(), "configVersion": st.Config.GetVersion(), "paused": st.Paused,
-		"switchover": protoObject(st.Switchover), "members": members, "bouncerAgents": agents,
+		"switchover": protoObject(st.Switchover), "scheduledRestart": protoObject(leader.GetScheduledRestart()),
+		"members": members, "bouncerAgents": agents,
 	}
 }
 
@@ -165,9 +179,6 @@ func protoObject(m proto.Message) map[string]any {
 // leaderStatus finds the Raft leader's status (only the leader tracks
 // bouncer agents' acks); note says why when none answered.
 func (c *ctl) leaderStatus(ctx context.Context, st *pb.ClusterState) (*pb.NodeStatus, string) {
-	if len(st.Bouncers) == 0 {
-		return nil, ""
-	}
 	var seen []string
 	for _, m := range st.Members {
 		cl, err := c.pool.Client(m.GrpcAddr)

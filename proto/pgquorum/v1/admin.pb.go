@@ -436,9 +436,12 @@ type NodeStatus struct {
 	GrpcAddr string `protobuf:"bytes,17,opt,name=grpc_addr,json=grpcAddr,proto3" json:"grpc_addr,omitempty"`
 	// bouncers: what the leader knows of each bouncer agent (empty on
 	// followers).
-	Bouncers      []*BouncerStatus `protobuf:"bytes,18,rep,name=bouncers,proto3" json:"bouncers,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Bouncers []*BouncerStatus `protobuf:"bytes,18,rep,name=bouncers,proto3" json:"bouncers,omitempty"`
+	// scheduled_restart is the restart the leader holds for later (unset on
+	// followers and when none is scheduled).
+	ScheduledRestart *RestartRequest `protobuf:"bytes,19,opt,name=scheduled_restart,json=scheduledRestart,proto3" json:"scheduled_restart,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -593,6 +596,13 @@ func (x *NodeStatus) GetGrpcAddr() string {
 func (x *NodeStatus) GetBouncers() []*BouncerStatus {
 	if x != nil {
 		return x.Bouncers
+	}
+	return nil
+}
+
+func (x *NodeStatus) GetScheduledRestart() *RestartRequest {
+	if x != nil {
+		return x.ScheduledRestart
 	}
 	return nil
 }
@@ -2487,7 +2497,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x121\n" +
 	"\bsuffrage\x18\x03 \x01(\x0e2\x15.pgquorum.v1.SuffrageR\bsuffrage\x12&\n" +
 	"\x0flast_contact_ms\x18\x04 \x01(\x03R\rlastContactMs\x12\x1b\n" +
-	"\tis_leader\x18\x05 \x01(\bR\bisLeader\"\x8a\x05\n" +
+	"\tis_leader\x18\x05 \x01(\bR\bisLeader\"\xd4\x05\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
@@ -2509,7 +2519,8 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\traft_addr\x18\x0f \x01(\tR\braftAddr\x12\x1b\n" +
 	"\thas_state\x18\x10 \x01(\bR\bhasState\x12\x1b\n" +
 	"\tgrpc_addr\x18\x11 \x01(\tR\bgrpcAddr\x126\n" +
-	"\bbouncers\x18\x12 \x03(\v2\x1a.pgquorum.v1.BouncerStatusR\bbouncers\"\x92\x01\n" +
+	"\bbouncers\x18\x12 \x03(\v2\x1a.pgquorum.v1.BouncerStatusR\bbouncers\x12H\n" +
+	"\x11scheduled_restart\x18\x13 \x01(\v2\x1b.pgquorum.v1.RestartRequestR\x10scheduledRestart\"\x92\x01\n" +
 	"\rBouncerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vacked_epoch\x18\x02 \x01(\x04R\n" +
@@ -2771,73 +2782,74 @@ var file_pgquorum_v1_admin_proto_depIdxs = []int32{
 	38, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
 	6,  // 1: pgquorum.v1.NodeStatus.peers:type_name -> pgquorum.v1.PeerStatus
 	8,  // 2: pgquorum.v1.NodeStatus.bouncers:type_name -> pgquorum.v1.BouncerStatus
-	39, // 3: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
-	40, // 4: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
-	41, // 5: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
-	42, // 6: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
-	43, // 7: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
-	44, // 8: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
-	45, // 9: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
-	46, // 10: pgquorum.v1.StateDelta.upserted_bouncers:type_name -> pgquorum.v1.BouncerAgent
-	47, // 11: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
-	10, // 12: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
-	39, // 13: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
-	43, // 14: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
-	18, // 15: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
-	0,  // 16: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
-	17, // 17: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
-	1,  // 18: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
-	40, // 19: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
-	2,  // 20: pgquorum.v1.RestartRequest.role:type_name -> pgquorum.v1.RestartRole
-	3,  // 21: pgquorum.v1.LocalActionRequest.action:type_name -> pgquorum.v1.LocalActionKind
-	36, // 22: pgquorum.v1.ActionResponse.results:type_name -> pgquorum.v1.MemberResult
-	4,  // 23: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
-	5,  // 24: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
-	9,  // 25: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
-	12, // 26: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
-	14, // 27: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
-	16, // 28: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
-	20, // 29: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
-	48, // 30: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
-	49, // 31: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
-	19, // 32: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
-	22, // 33: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
-	24, // 34: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
-	25, // 35: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
-	50, // 36: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
-	29, // 37: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
-	51, // 38: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
-	31, // 39: pgquorum.v1.Admin.Restart:input_type -> pgquorum.v1.RestartRequest
-	32, // 40: pgquorum.v1.Admin.Reload:input_type -> pgquorum.v1.ReloadRequest
-	33, // 41: pgquorum.v1.Admin.Reinit:input_type -> pgquorum.v1.ReinitRequest
-	34, // 42: pgquorum.v1.Admin.Flush:input_type -> pgquorum.v1.FlushRequest
-	35, // 43: pgquorum.v1.Admin.LocalAction:input_type -> pgquorum.v1.LocalActionRequest
-	47, // 44: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
-	7,  // 45: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
-	11, // 46: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
-	13, // 47: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
-	15, // 48: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
-	27, // 49: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
-	21, // 50: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
-	21, // 51: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
-	21, // 52: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
-	18, // 53: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
-	23, // 54: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
-	23, // 55: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
-	26, // 56: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
-	28, // 57: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
-	30, // 58: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
-	21, // 59: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
-	37, // 60: pgquorum.v1.Admin.Restart:output_type -> pgquorum.v1.ActionResponse
-	37, // 61: pgquorum.v1.Admin.Reload:output_type -> pgquorum.v1.ActionResponse
-	37, // 62: pgquorum.v1.Admin.Reinit:output_type -> pgquorum.v1.ActionResponse
-	37, // 63: pgquorum.v1.Admin.Flush:output_type -> pgquorum.v1.ActionResponse
-	36, // 64: pgquorum.v1.Admin.LocalAction:output_type -> pgquorum.v1.MemberResult
-	44, // [44:65] is the sub-list for method output_type
-	23, // [23:44] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	31, // 3: pgquorum.v1.NodeStatus.scheduled_restart:type_name -> pgquorum.v1.RestartRequest
+	39, // 4: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
+	40, // 5: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
+	41, // 6: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
+	42, // 7: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
+	43, // 8: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
+	44, // 9: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
+	45, // 10: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
+	46, // 11: pgquorum.v1.StateDelta.upserted_bouncers:type_name -> pgquorum.v1.BouncerAgent
+	47, // 12: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
+	10, // 13: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
+	39, // 14: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
+	43, // 15: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
+	18, // 16: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
+	0,  // 17: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
+	17, // 18: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
+	1,  // 19: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
+	40, // 20: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
+	2,  // 21: pgquorum.v1.RestartRequest.role:type_name -> pgquorum.v1.RestartRole
+	3,  // 22: pgquorum.v1.LocalActionRequest.action:type_name -> pgquorum.v1.LocalActionKind
+	36, // 23: pgquorum.v1.ActionResponse.results:type_name -> pgquorum.v1.MemberResult
+	4,  // 24: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
+	5,  // 25: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
+	9,  // 26: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
+	12, // 27: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
+	14, // 28: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
+	16, // 29: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
+	20, // 30: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
+	48, // 31: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
+	49, // 32: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
+	19, // 33: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
+	22, // 34: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
+	24, // 35: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
+	25, // 36: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
+	50, // 37: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
+	29, // 38: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
+	51, // 39: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
+	31, // 40: pgquorum.v1.Admin.Restart:input_type -> pgquorum.v1.RestartRequest
+	32, // 41: pgquorum.v1.Admin.Reload:input_type -> pgquorum.v1.ReloadRequest
+	33, // 42: pgquorum.v1.Admin.Reinit:input_type -> pgquorum.v1.ReinitRequest
+	34, // 43: pgquorum.v1.Admin.Flush:input_type -> pgquorum.v1.FlushRequest
+	35, // 44: pgquorum.v1.Admin.LocalAction:input_type -> pgquorum.v1.LocalActionRequest
+	47, // 45: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
+	7,  // 46: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
+	11, // 47: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
+	13, // 48: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
+	15, // 49: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
+	27, // 50: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
+	21, // 51: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
+	21, // 52: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
+	21, // 53: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
+	18, // 54: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
+	23, // 55: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
+	23, // 56: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
+	26, // 57: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
+	28, // 58: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
+	30, // 59: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
+	21, // 60: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
+	37, // 61: pgquorum.v1.Admin.Restart:output_type -> pgquorum.v1.ActionResponse
+	37, // 62: pgquorum.v1.Admin.Reload:output_type -> pgquorum.v1.ActionResponse
+	37, // 63: pgquorum.v1.Admin.Reinit:output_type -> pgquorum.v1.ActionResponse
+	37, // 64: pgquorum.v1.Admin.Flush:output_type -> pgquorum.v1.ActionResponse
+	36, // 65: pgquorum.v1.Admin.LocalAction:output_type -> pgquorum.v1.MemberResult
+	45, // [45:66] is the sub-list for method output_type
+	24, // [24:45] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_admin_proto_init() }
