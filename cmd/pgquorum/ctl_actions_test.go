@@ -183,3 +183,15 @@ func TestCtl_JSONToYAMLKeepsOrderAndQuotes(t *testing.T) {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
 }
+
+func TestCompletion_Shells(t *testing.T) {
+	for _, sh := range []string{"bash", "zsh", "fish"} {
+		var out bytes.Buffer
+		root := rootCmd()
+		root.SetOut(&out)
+		root.SetArgs([]string{"completion", sh})
+		if err := root.Execute(); err != nil || !strings.Contains(out.String(), "pgquorum") {
+			t.Errorf("completion %s: %v, %d bytes", sh, err, out.Len())
+		}
+	}
+}
