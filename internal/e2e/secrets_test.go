@@ -59,7 +59,7 @@ var allowedEnviron = map[string][]string{
 // (pgquorum.pgpass, mode 0600, owned by the PostgreSQL OS user), never in
 // primary_conninfo itself nor in postgresql.auto.conf.
 func TestSecrets_NeverInClear(t *testing.T) {
-	c := e2e.New(t, e2e.Options{DeferStart: true})
+	c := e2e.New(t, e2e.Options{DeferStart: true, LogLevel: "debug"}) // debug: every log line a secret could be in
 	secrets := []secret{
 		{name: "superuser", value: e2e.SuperuserPassword}, // the harness connects with it
 		{name: "replication", value: "pgq-leak-repl-" + randHex(t), fromEnv: true},
