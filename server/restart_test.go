@@ -316,3 +316,49 @@ func TestCallbacks_RoleChangeRecordedHangingScriptDoesNotDelayFailover(t *testin
 	})
 	t.Logf("failover to %s took %v while on_start/on_stop scripts hang", np.MemberId, took)
 }
+
+// TestRestart_StopsAtAMemberThatDoesNotComeBack: the first replica cannot
+// start again; the rolling restart stops there and leaves the others (the
+// primary included) alone. With --force it goes on.
+func TestRestart_StopsAtAMemberThatDoesNotComeBack(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	replicas := f.others(p.MemberId)
+	slices.Sort(replicas)
+	bad := replicas[0]
+	f.w.FailStart(bad, true)
+	resp, err := f.restartReq(&pb.RestartRequest{})
+	if err != nil {
+		t.Fatalf("restart: %v", err)
+	}
+	if len(resp.Results) != 3 || resp.Results[0].Member != bad || resp.Results[0].Error == "" {
+		t.Fatalf("results %v: want %s failed first", resp.Results, bad)
+	}
+	for _, r := range resp.Results[1:] {
+		if r.Done || !strings.HasPrefix(r.Skipped, "not started") {
+			t.Errorf("after a failure: %v, want not started", r)
+		}
+	}
+	if !strings.Contains(resp.Message, "stopped at "+bad) {
+		t.Errorf("message %q", resp.Message)
+	}
+	if !f.w.Running(p.MemberId) || f.w.Starts(p.MemberId) != 1 {
+		t.Errorf("the primary was touched (running %v, starts %d)", f.w.Running(p.MemberId), f.w.Starts(p.MemberId))
+	}
+	// --force: the broken member is reported, the others restart.
+	resp, err = f.restartReq(&pb.RestartRequest{Force: true})
+	if err != nil {
+		t.Fatalf("restart --force: %v", err)
+	}
+	done := 0
+	for _, r := range resp.Results {
+		if r.Done {
+			done++
+		}
+	}
+	if done != 2 || resp.Results[0].Error == "" {
+		t.Errorf("restart --force: %v; want %s failed and the other two done", resp.Results, bad)
+	}
+	f.w.FailStart(bad, false)
+	f.waitStreaming(p.MemberId, bad)
+}
