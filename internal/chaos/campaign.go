@@ -189,6 +189,11 @@ func (cp *campaign) cycle(ctx context.Context, n int, kinds []string, hold time.
 	cy.Healed = cp.h.Now()
 	primary, _, err := cp.c.WaitHealthy(ctx, cp.cfg.HealBound)
 	cy.Healthy = cp.h.Now()
+	if err == nil {
+		for _, n := range cp.c.Nodes {
+			n.handStarted.Store(false) // a standby again
+		}
+	}
 	if err != nil {
 		cy.Err = err.Error()
 	}
@@ -259,6 +264,9 @@ func (cp *campaign) repair(ctx context.Context) error {
 	_, took, err := cp.c.WaitHealthy(ctx, cp.cfg.HealBound)
 	if err == nil {
 		cp.logf("healthy %v after the repair", took.Round(time.Millisecond))
+		for _, n := range cp.c.Nodes {
+			n.handStarted.Store(false)
+		}
 	}
 	return err
 }

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -38,6 +39,10 @@ type Node struct {
 	PGDataDir string
 	agent     *proc
 	mounted   bool
+	// handStarted is set while a postmaster an operator started by hand
+	// runs here: the probe does not count it (clients reach members
+	// through PgBouncer; the history checks those).
+	handStarted atomic.Bool
 }
 
 // Cluster is the system under test: three nodes, PgBouncer and the

@@ -7,11 +7,14 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgquorum/pgquorum/internal/pgtest"
 )
 
 // errSkip means a nemesis does not apply to the cluster as it is (the
@@ -228,6 +231,35 @@ var Nemeses = []Nemesis{
 				return err
 			})
 			return n.ID, func() error { return drainVolume(n) }, nil
+		}},
+	{Kind: "former-primary-by-hand", Hold: holdBetween(5*time.Second, 10*time.Second),
+		// The primary's host dies; once another member is primary, an
+		// operator starts the old postmaster by hand (pg_ctl, no agent):
+		// it comes up writable on its old timeline. PgBouncer must never
+		// route to it, and its agent, started at heal, must rejoin it as
+		// a standby.
+		Inject: func(ctx context.Context, v view, _ *rand.Rand) (string, healFunc, error) {
+			n := v.primary
+			n.KillHost()
+			heal := restartAgent(n)
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				p, _, _, err := v.c.Primary(ctx)
+				if err == nil && p != "" && p != n.ID {
+					break
+				}
+				if time.Now().After(deadline) {
+					return n.ID, heal, fmt.Errorf("no new primary within 60s: %v", err)
+				}
+				sleepCtx(ctx, 250*time.Millisecond)
+			}
+			n.handStarted.Store(true)
+			out, err := n.Host.Exec("setpriv", "--reuid="+pgtest.OSUser, "--regid="+pgtest.OSUser, "--init-groups",
+				filepath.Join(pgtest.PGBinDir(), "pg_ctl"), "-D", n.PGDataDir, "-l", n.PGDataDir+".log", "-w", "-t", "30", "start").CombinedOutput()
+			if err != nil {
+				return n.ID, heal, fmt.Errorf("pg_ctl start: %v: %s", err, out)
+			}
+			return n.ID, heal, nil
 		}},
 	{Kind: "switchover", Hold: holdBetween(3*time.Second, 6*time.Second),
 		Inject: func(ctx context.Context, v view, _ *rand.Rand) (string, healFunc, error) {

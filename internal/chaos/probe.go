@@ -56,6 +56,9 @@ func (p *Prober) round(ctx context.Context) {
 	var primaries []string
 	var wg sync.WaitGroup
 	for _, n := range p.c.Nodes {
+		if n.handStarted.Load() {
+			continue
+		}
 		wg.Go(func() {
 			rec, err := p.c.InRecovery(ctx, n, time.Second)
 			if err == nil && !rec {
