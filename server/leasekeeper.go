@@ -247,8 +247,11 @@ func (a *actuator) fence(ctx context.Context, epoch uint64, validUntil time.Time
 	}
 	fctx, cancel := context.WithTimeout(ctx, a.s.opts.Timing.SafetyMargin+time.Second)
 	defer cancel()
+	running := a.pg.Process().State == pgnode.ProcessRunning
 	if err := a.pg.Stop(fctx, pgnode.StopImmediate); err != nil {
 		a.log.Error("fence: stop failed", "epoch", epoch, "err", err)
+	} else if running {
+		a.lifecycle(cbStop)
 	}
 }
 
