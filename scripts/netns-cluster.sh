@@ -6,7 +6,7 @@
 # as on real hosts (docs/deploy.md). Root only.
 #   scripts/netns-cluster.sh up              build, create the namespaces, start, wait until healthy
 #   scripts/netns-cluster.sh status          ctl list and each node's role from its HTTP health checks
-#   scripts/netns-cluster.sh roles           "NODE primary|replica|unhealthy|unreachable" per node
+#   scripts/netns-cluster.sh roles           "NODE primary|replica|witness|unhealthy|unreachable" per node
 #   scripts/netns-cluster.sh ctl ARGS...     pgquorum ctl with the cluster's endpoints and admin certificate
 #   scripts/netns-cluster.sh psql [ARGS...]  psql through PgBouncer (database app)
 #   scripts/netns-cluster.sh isolate NODE    cut NODE off from every other namespace
@@ -19,7 +19,8 @@
 # NETNS_PREFIX (default pgq-) starts every namespace name; NETNS_SUBNET (default
 # 10.213.0) is the /24 the namespaces use among themselves. PROFILE is timing.profile
 # (default default). PARTITION_TARGET is DROP (default: packets vanish, peers time
-# out) or REJECT (connections fail at once).
+# out) or REJECT (connections fail at once). WITNESS=n3 (at up) makes that node a
+# witness: two PostgreSQL hosts plus a witness.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -29,6 +30,7 @@ BIN=${BIN:-$PWD/bin/pgquorum}
 PREFIX=${NETNS_PREFIX:-pgq-}
 SUBNET=${NETNS_SUBNET:-10.213.0}
 PROFILE=${PROFILE:-default}
+WITNESS=${WITNESS:-}
 PARTITION_TARGET=${PARTITION_TARGET:-DROP}
 PGBOUNCER=${PGBOUNCER:-$(command -v pgbouncer || echo /usr/sbin/pgbouncer)}
 NODES=(n1 n2 n3)
@@ -40,7 +42,8 @@ if [ -f "$DIR/netns.env" ]; then
   . "$DIR/netns.env"
 fi
 
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+# usage prints the header comment.
+usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0" >&2; exit 2; }
 
 # need_cluster: commands other than up and down act on a running cluster.
 need_cluster() {
@@ -128,7 +131,11 @@ create_namespaces() {
 # validate-config; PgBouncer's files.
 configure() {
   local addrs=() hosts=() n f
-  for n in "${NODES[@]}"; do addrs+=("$(addr "$n")"); hosts+=("$n=$(addr "$n")"); done
+  local witness=()
+  for n in "${NODES[@]}"; do
+    addrs+=("$(addr "$n")")
+    if [ "$n" = "$WITNESS" ]; then witness=(--witness "$n=$(addr "$n")"); else hosts+=("$n=$(addr "$n")"); fi
+  done
   scripts/gen-certs.sh --out "$DIR/etc/tls" "${addrs[@]}" > "$DIR/gen-certs.log"
   mkdir -p "$DIR/etc/secrets" "$DIR/pgbouncer"
   for f in superuser replication rewind pgbouncer; do
@@ -137,7 +144,7 @@ configure() {
   "$BIN" gen-config --cluster netns --out "$DIR/gen" --profile "$PROFILE" \
     --etc-dir "$DIR/etc" --data-dir "$DIR/{name}/raft" --pg-data-dir "$DIR/{name}/pg" \
     --pgbouncer-dir "$DIR/pgbouncer" --bouncer-state-dir "$DIR/pgbouncer" \
-    --bouncer "pgb=$(addr pgb)" --database app=postgres "${hosts[@]}" > "$DIR/gen-config.log"
+    --bouncer "pgb=$(addr pgb)" --database app=postgres "${witness[@]}" "${hosts[@]}" > "$DIR/gen-config.log"
   for n in "${NODES[@]}"; do
     mkdir -p "$DIR/$n"
     chmod 755 "$DIR/$n"
@@ -170,7 +177,8 @@ up() {
   lib_build "$BIN"
   mkdir -p "$DIR"
   lib_reachable "$DIR"
-  printf 'PREFIX=%q\nSUBNET=%q\nBIN=%q\n' "$PREFIX" "$SUBNET" "$BIN" > "$DIR/netns.env"
+  case "$WITNESS" in ''|n1|n2|n3) ;; *) echo "netns-cluster: WITNESS=$WITNESS is not n1, n2 or n3" >&2; exit 2 ;; esac
+  printf 'PREFIX=%q\nSUBNET=%q\nBIN=%q\nWITNESS=%q\n' "$PREFIX" "$SUBNET" "$BIN" "$WITNESS" > "$DIR/netns.env"
   create_namespaces
   configure
   local t0=$SECONDS n
@@ -180,7 +188,7 @@ up() {
   lib_spawn "$DIR/pgbouncer.pid" "$DIR/pgbouncer.log" ip netns exec "$(ns pgb)" \
     setpriv --reuid=postgres --regid=postgres --init-groups "$PGBOUNCER" "$DIR/pgbouncer/pgbouncer.ini"
   lib_spawn "$DIR/bouncer.pid" "$DIR/bouncer.log" ip netns exec "$(ns pgb)" "$BIN" bouncer --config "$DIR/gen/pgb/bouncer.yaml"
-  echo "waiting for a primary, two replicas and a route through PgBouncer..."
+  echo "waiting for a primary, $([ -n "$WITNESS" ] && echo "a replica, the witness" || echo "two replicas") and a route through PgBouncer..."
   if ! lib_wait 180 healthy; then
     echo "netns-cluster: not healthy after 180 s" >&2
     exit 1
@@ -206,7 +214,8 @@ roles() {
   local n role
   for n in "${NODES[@]}"; do
     role=unreachable
-    if http_ok "$n" primary; then role=primary
+    if [ "$n" = "$WITNESS" ]; then http_ok "$n" liveness && role=witness
+    elif http_ok "$n" primary; then role=primary
     elif http_ok "$n" replica; then role=replica
     elif in_ns pgb curl -s -o /dev/null --max-time 1 "http://$(addr "$n"):8008/health"; then role=unhealthy
     fi
@@ -218,11 +227,16 @@ http_ok() {
   [ "$(in_ns pgb curl -s -o /dev/null -w '%{http_code}' --max-time 1 "http://$(addr "$1"):8008/$2" || true)" = 200 ]
 }
 
-# healthy: one primary, two replicas, and a query through PgBouncer.
+# healthy: one primary, every other PostgreSQL node a replica (the witness
+# live), and a query through PgBouncer.
 healthy() {
-  local r
+  local r replicas=2
   r=$(roles)
-  [ "$(grep -c ' primary$' <<< "$r")" -eq 1 ] && [ "$(grep -c ' replica$' <<< "$r")" -eq 2 ] &&
+  if [ -n "$WITNESS" ]; then
+    replicas=1
+    grep -q " witness$" <<< "$r" || return 1
+  fi
+  [ "$(grep -c ' primary$' <<< "$r")" -eq 1 ] && [ "$(grep -c ' replica$' <<< "$r")" -eq "$replicas" ] &&
     pgb_psql -Atc "select 1" >/dev/null 2>&1
 }
 
