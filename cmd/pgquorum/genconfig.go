@@ -82,8 +82,8 @@ no PostgreSQL (two PostgreSQL hosts plus a witness). Files land in DIR/NAME/:
   DIR/BOUNCER/pgbouncer.ini     PgBouncer, routed by it -> PGBOUNCER_DIR/pgbouncer.ini
 
 TLS files follow scripts/gen-certs.sh (ETC_DIR/tls/ca.pem, node-ADDRESS.pem, bouncer.pem, ...);
-passwords are read from files in ETC_DIR/secrets/ (superuser, replication, rewind, pgbouncer
-.password), never written into a config. Every file is validated before anything is written. A
+passwords are read from ETC_DIR/secrets/{superuser,replication,rewind,pgbouncer}.password, never
+written into a config. Every file is validated before anything is written. A
 directory flag may contain {name}, replaced by the host's name. See docs/deploy.md.`,
 		Example: `  pgquorum gen-config --cluster main --out gen n1=10.0.0.1 n2=10.0.0.2 n3=10.0.0.3
   pgquorum gen-config --cluster main --out gen --witness w1=10.0.0.3 n1=10.0.0.1 n2=10.0.0.2`,
