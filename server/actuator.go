@@ -50,6 +50,9 @@ type actuator struct {
 	// info is the last data directory inspection, from infoAt.
 	info   pgnode.DataDirInfo
 	infoAt time.Time
+	// infoGen counts actions that may have changed the data directory
+	// (see inspectcache.go).
+	infoGen uint64
 	// slots is the replication slot list last ensured on the primary.
 	slots []string
 	// following is the upstream the running standby was last started
@@ -75,8 +78,10 @@ type actuator struct {
 }
 
 func newActuator(s *Server, pg Postgres) *actuator {
-	return &actuator{s: s, pg: pg, log: s.log.With("component", "actuator"), wake: make(chan struct{}, 1),
+	a := &actuator{s: s, log: s.log.With("component", "actuator"), wake: make(chan struct{}, 1),
 		requests: make(chan *localRequest)}
+	a.pg = changeTracker{Postgres: pg, changed: a.dropInfo}
+	return a
 }
 
 // Health returns the latest health, for heartbeats.
@@ -115,7 +120,7 @@ func (a *actuator) probe(ctx context.Context) {
 	// the server is not answering, or every few loops, not every probe
 	// (an idle node should cost well under 1 % of a core).
 	a.mu.Lock()
-	info, fresh := a.info, time.Since(a.infoAt) < 5*a.s.opts.Timing.LoopWait
+	info, fresh, gen := a.info, !a.infoAt.IsZero() && time.Since(a.infoAt) < a.infoMaxAge(), a.infoGen
 	a.mu.Unlock()
 	var st pgnode.Status
 	if fresh && info.Running {
@@ -130,9 +135,7 @@ func (a *actuator) probe(ctx context.Context) {
 		if info.Running && !st.Up {
 			st, _ = a.pg.Probe(pctx)
 		}
-		a.mu.Lock()
-		a.info, a.infoAt = info, time.Now()
-		a.mu.Unlock()
+		a.keepInfo(info, gen)
 	}
 	h := healthOf(info, st, a.pg.Process())
 	a.mu.Lock()
@@ -249,13 +252,10 @@ func (a *actuator) converge(ctx context.Context) error {
 		// running primary of a verified cluster does not need.
 		return a.stepDown(ctx, p, "switchover")
 	}
-	info, err := a.pg.Inspect(ctx)
+	info, err := a.inspect(ctx)
 	if err != nil {
 		return fmt.Errorf("inspect data directory: %w", err)
 	}
-	a.mu.Lock()
-	a.info, a.infoAt = info, time.Now()
-	a.mu.Unlock()
 	if sysid := st.Identity.GetSystemIdentifier(); sysid != 0 && info.Initialized && info.SystemIdentifier != sysid {
 		a.setPhase(pb.PgState_PG_STATE_FAILED)
 		return fmt.Errorf("%w: data directory %s has system identifier %d, the cluster has %d; refusing to touch it (reinit it explicitly)",
@@ -356,7 +356,7 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 			return fmt.Errorf("promote at epoch %d: %w", p.Epoch, err)
 		}
 		a.log.Info("promoted", "epoch", p.Epoch)
-		a.probe(ctx)
+		a.probePromoted(ctx, info)
 	}
 	a.markApplied(p.Epoch)
 	a.noteRole("primary")

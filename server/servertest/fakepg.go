@@ -499,6 +499,9 @@ func (f *FakePostgres) Inspect(ctx context.Context) (pgnode.DataDirInfo, error) 
 	info.Timeline, info.Standby, info.Running = h.timeline, h.standby, h.running
 	info.CleanShutdown = h.clean && !h.running
 	info.CheckpointLSN = pgnode.LSN(h.checkpoint)
+	if h.running {
+		info.PostmasterPID = pidOf(h.gen)
+	}
 	switch {
 	case h.running && h.inRecovery:
 		info.ClusterState = "in archive recovery"

@@ -1,0 +1,114 @@
+package server
+
+import (
+	"context"
+	"time"
+
+	"github.com/pgquorum/pgquorum/pgnode"
+)
+
+// Inspecting the data directory runs pg_controldata, a process per call.
+// The actuator did it every convergence round and the probe loop every
+// few: most of an idle node's CPU and tens of milliseconds on a busy host
+// in front of every reaction. While this agent's own postmaster runs,
+// nothing but the actuator changes what Inspect reports (initialized,
+// standby.signal, the system identifier), so a recent inspection is
+// reused; every action that changes the server or its files drops it
+// (changeTracker), and an inspection that raced such an action is not
+// kept (infoGen).
+
+// infoMaxAge bounds how long an inspection of a running server is reused.
+func (a *actuator) infoMaxAge() time.Duration { return 5 * a.s.opts.Timing.LoopWait }
+
+// inspect returns the data directory's state: the cached inspection while
+// it is younger than infoMaxAge, no action ran since, and the postmaster
+// it saw is this agent's running child; a fresh one otherwise.
+func (a *actuator) inspect(ctx context.Context) (pgnode.DataDirInfo, error) {
+	a.mu.Lock()
+	info, at, gen := a.info, a.infoAt, a.infoGen
+	a.mu.Unlock()
+	if proc := a.pg.Process(); info.Running && proc.State == pgnode.ProcessRunning && proc.PID == info.PostmasterPID &&
+		!at.IsZero() && time.Since(at) < a.infoMaxAge() {
+		return info, nil
+	}
+	info, err := a.pg.Inspect(ctx)
+	if err != nil {
+		return info, err
+	}
+	a.keepInfo(info, gen)
+	return info, nil
+}
+
+// keepInfo caches info unless an action ran since generation gen began.
+func (a *actuator) keepInfo(info pgnode.DataDirInfo, gen uint64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.infoGen == gen {
+		a.info, a.infoAt = info, time.Now()
+	}
+}
+
+// dropInfo forgets the cached inspection.
+func (a *actuator) dropInfo() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.infoGen++
+	a.infoAt = time.Time{}
+}
+
+// changeTracker wraps the actuator's Postgres so that every action that
+// may change the server or its files drops the cached inspection, before
+// and after it runs.
+type changeTracker struct {
+	Postgres
+	changed func()
+}
+
+func (c changeTracker) track(f func() error) error {
+	c.changed()
+	defer c.changed()
+	return f()
+}
+
+func (c changeTracker) Bootstrap(ctx context.Context) (sysid uint64, err error) {
+	err = c.track(func() (e error) { sysid, e = c.Postgres.Bootstrap(ctx); return e })
+	return sysid, err
+}
+
+func (c changeTracker) Start(ctx context.Context, opts pgnode.StartOptions) error {
+	return c.track(func() error { return c.Postgres.Start(ctx, opts) })
+}
+
+func (c changeTracker) Stop(ctx context.Context, mode pgnode.StopMode) error {
+	return c.track(func() error { return c.Postgres.Stop(ctx, mode) })
+}
+
+func (c changeTracker) Promote(ctx context.Context) error {
+	return c.track(func() error { return c.Postgres.Promote(ctx) })
+}
+
+func (c changeTracker) Rewind(ctx context.Context, up pgnode.Upstream) error {
+	return c.track(func() error { return c.Postgres.Rewind(ctx, up) })
+}
+
+func (c changeTracker) CloneFrom(ctx context.Context, up pgnode.Upstream) error {
+	return c.track(func() error { return c.Postgres.CloneFrom(ctx, up) })
+}
+
+func (c changeTracker) Reinit(ctx context.Context, up pgnode.Upstream) error {
+	return c.track(func() error { return c.Postgres.Reinit(ctx, up) })
+}
+
+// probePromoted publishes the health of a server just promoted from the
+// data directory state seen before (now without standby.signal) and a
+// fresh SQL probe: the decider exposes the new primary on this report,
+// and a new inspection would put a pg_controldata run in front of it.
+// The probe loop inspects again on its next round.
+func (a *actuator) probePromoted(ctx context.Context, before pgnode.DataDirInfo) {
+	before.Standby = false
+	st, _ := a.pg.Probe(ctx)
+	h := healthOf(before, st, a.pg.Process())
+	a.mu.Lock()
+	a.health = h
+	a.mu.Unlock()
+}
