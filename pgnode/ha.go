@@ -150,7 +150,12 @@ func (n *Node) Rewind(ctx context.Context, up Upstream) error {
 		quoteConninfo(up.Host), up.Port, quoteConninfo(n.cfg.Rewind.Username), quoteConninfo(n.cfg.Name+"_rewind"))
 	n.log.Info("running pg_rewind", "upstream", up.String())
 	start := time.Now()
-	out, err := n.os.run(ctx, "/", []string{"PGPASSWORD=" + n.cfg.Rewind.Password, "PGCONNECT_TIMEOUT=10"},
+	env, done, err := n.passwordEnv(n.cfg.Rewind.Username, n.cfg.Rewind.Password)
+	if err != nil {
+		return err
+	}
+	defer done()
+	out, err := n.os.run(ctx, "/", append(env, "PGCONNECT_TIMEOUT=10"),
 		n.bin("pg_rewind"), "-D", n.cfg.DataDir, "--source-server="+src)
 	if err != nil {
 		return err
@@ -200,18 +205,19 @@ func (n *Node) cloneLocked(ctx context.Context, up Upstream) error {
 	if user == "" {
 		user, pw = n.cfg.Replication.Username, n.cfg.Replication.Password
 	}
-	env := []string{"PGPASSWORD=" + pw, "PGCONNECT_TIMEOUT=10"}
 	start := time.Now()
 	var err error
 	if n.cfg.CreateReplicaCommand != "" {
-		env = append(env,
-			"PGQ_DATA_DIR="+n.cfg.DataDir,
-			"PGQ_UPSTREAM_HOST="+up.Host,
-			"PGQ_UPSTREAM_PORT="+strconv.Itoa(up.Port),
-			"PGQ_UPSTREAM_CONNINFO="+n.primaryConninfo(up, false),
-			"PGQ_SLOT_NAME="+up.SlotName,
-			"PGHOST="+up.Host, "PGPORT="+strconv.Itoa(up.Port), "PGUSER="+user,
-		)
+		// The custom command's contract (Config.CreateReplicaCommand)
+		// includes PGPASSWORD.
+		env := []string{"PGPASSWORD=" + pw, "PGCONNECT_TIMEOUT=10",
+			"PGQ_DATA_DIR=" + n.cfg.DataDir,
+			"PGQ_UPSTREAM_HOST=" + up.Host,
+			"PGQ_UPSTREAM_PORT=" + strconv.Itoa(up.Port),
+			"PGQ_UPSTREAM_CONNINFO=" + n.primaryConninfo(up, false),
+			"PGQ_SLOT_NAME=" + up.SlotName,
+			"PGHOST=" + up.Host, "PGPORT=" + strconv.Itoa(up.Port), "PGUSER=" + user,
+		}
 		n.log.Info("cloning with custom command", "upstream", up.String())
 		_, err = n.os.run(ctx, "/", env, "/bin/sh", "-c", n.cfg.CreateReplicaCommand)
 	} else {
@@ -222,7 +228,12 @@ func (n *Node) cloneLocked(ctx context.Context, up Upstream) error {
 			args = append(args, "-S", up.SlotName)
 		}
 		n.log.Info("running pg_basebackup", "upstream", up.String())
-		_, err = n.os.run(ctx, "/", env, n.bin("pg_basebackup"), args...)
+		var pwEnv []string
+		var done func()
+		if pwEnv, done, err = n.passwordEnv(user, pw); err == nil {
+			_, err = n.os.run(ctx, "/", append(pwEnv, "PGCONNECT_TIMEOUT=10"), n.bin("pg_basebackup"), args...)
+			done()
+		}
 	}
 	if err == nil {
 		var info DataDirInfo

@@ -26,16 +26,44 @@ func (n *Node) upstreamCredentials(up Upstream) (user, password string) {
 	return up.User, up.Password
 }
 
-// renderPassfile renders the one line of passFile for up (see
-// https://www.postgresql.org/docs/15/libpq-pgpass.html), or ok false when
-// the password cannot be written there (a line break in it).
+// renderPassfile renders the one line of passFile for up.
 func (n *Node) renderPassfile(up Upstream) (data []byte, ok bool) {
-	user, pw := n.upstreamCredentials(up)
-	if strings.ContainsAny(pw, "\r\n") || strings.ContainsAny(user, "\r\n") {
+	return passfileLine(n.upstreamCredentials(up))
+}
+
+// passfileLine renders a passfile line that gives password to user on any
+// host (see https://www.postgresql.org/docs/15/libpq-pgpass.html), or ok
+// false when a passfile cannot hold them (a line break).
+func passfileLine(user, password string) (data []byte, ok bool) {
+	if strings.ContainsAny(password, "\r\n") || strings.ContainsAny(user, "\r\n") {
 		return nil, false
 	}
 	esc := strings.NewReplacer(`\`, `\\`, `:`, `\:`)
-	return []byte("*:*:*:" + esc.Replace(user) + ":" + esc.Replace(pw) + "\n"), true
+	return []byte("*:*:*:" + esc.Replace(user) + ":" + esc.Replace(password) + "\n"), true
+}
+
+// passwordEnv returns the environment that gives a PostgreSQL client tool
+// (pg_basebackup, pg_rewind) the password of user: PGPASSFILE naming a
+// temporary passfile (0600, owned by the OS user), which done removes. A
+// PGPASSWORD variable would sit in the tool's environment and in that of
+// the postgres processes pg_rewind starts; a password a passfile cannot
+// hold still goes that way.
+func (n *Node) passwordEnv(user, password string) (env []string, done func(), err error) {
+	line, ok := passfileLine(user, password)
+	if !ok {
+		return []string{"PGPASSWORD=" + password}, func() {}, nil
+	}
+	f, err := os.CreateTemp("", "pgquorum-pgpass-*")
+	if err != nil {
+		return nil, nil, fmt.Errorf("create passfile: %w", err)
+	}
+	done = func() { _ = os.Remove(f.Name()) }
+	_, werr := f.Write(line)
+	if err := errors.Join(werr, f.Close(), n.os.chown(f.Name())); err != nil {
+		done()
+		return nil, nil, fmt.Errorf("write passfile %s: %w", f.Name(), err)
+	}
+	return []string{"PGPASSFILE=" + f.Name()}, done, nil
 }
 
 // writeUpstreamConninfo writes passFile for up (or removes it when up is

@@ -145,3 +145,34 @@ func TestNode_ReplicationPasswordNotInConninfo(t *testing.T) {
 		t.Errorf("passfile left without an upstream: %v", err)
 	}
 }
+
+// TestPasswordEnv_Passfile: client tools get a passfile, not PGPASSWORD;
+// the file is private and gone after done. A password a passfile cannot
+// hold falls back to PGPASSWORD.
+func TestPasswordEnv_Passfile(t *testing.T) {
+	n := &Node{}
+	env, done, err := n.passwordEnv("rep:l", `p\w:d`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(env) != 1 || !strings.HasPrefix(env[0], "PGPASSFILE=") {
+		t.Fatalf("env %q", env)
+	}
+	path := strings.TrimPrefix(env[0], "PGPASSFILE=")
+	data, err := os.ReadFile(path)
+	if err != nil || string(data) != `*:*:*:rep\:l:p\\w\:d`+"\n" {
+		t.Fatalf("passfile %q, %v", data, err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("passfile mode %v", fi.Mode())
+	}
+	done()
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Fatalf("passfile left behind: %v", err)
+	}
+	env, done, _ = n.passwordEnv("u", "two\nlines")
+	done()
+	if len(env) != 1 || env[0] != "PGPASSWORD=two\nlines" {
+		t.Fatalf("fallback env %q", env)
+	}
+}

@@ -27,31 +27,19 @@ import (
 // secret is one password of the test and where the operator put it.
 type secret struct {
 	name, value string
-	// fromEnv: the operator gave it to the process as a PGQUORUM_*
-	// variable, so that process's own environ holds it by the operator's
-	// choice. A secret read from a file may be in no process's environ
-	// but the tools that need it (see allowedEnviron).
+	// fromEnv: the operator gave it to the agent as a PGQUORUM_*
+	// variable, so that agent's own environ holds it by the operator's
+	// choice, and no other process's may. A secret read from a file may be
+	// in no environ at all: pg_basebackup and pg_rewind read a passfile.
 	fromEnv bool
-}
-
-// allowedEnviron names, per secret, the programs that may hold it in their
-// environment: libpq's PGPASSWORD of the one-shot clients that need it.
-// /proc/PID/environ is readable only by the process's owner and root. The
-// command line is readable by everyone and never may.
-var allowedEnviron = map[string][]string{
-	"replication": {"pg_basebackup"},
-	// pg_rewind runs postgres -V and, for crash recovery of its target, a
-	// single-user postgres: they inherit its environment.
-	"rewind": {"pg_rewind", "postgres under pg_rewind"},
 }
 
 // TestSecrets_NeverInClear runs three agents whose passwords come from files
 // (superuser, rewind) and from the environment (replication), a PgBouncer
 // and a bouncer agent whose admin password comes from the environment; it
 // clones two standbys (pg_basebackup), fails over and rewinds the old
-// primary (pg_rewind). Throughout, every process's command line, and the
-// environment of every process but the ones allowed, is sampled for the
-// passwords; at the end the agents', guards', PostgreSQL's, PgBouncer's and
+// primary (pg_rewind). Throughout, every process's command line and
+// environment is sampled for the passwords; at the end the agents', guards', PostgreSQL's, PgBouncer's and
 // the bouncer agent's logs, ctl's outputs, the HTTP endpoints, the Raft
 // directories (log store and snapshots) and the bouncer's include file are
 // searched for them. The replication password, which a standby's
@@ -282,6 +270,8 @@ func (s *sampler) scan() {
 		if prog == "" {
 			continue // not one of ours (the test's own go, ctl runs, shells)
 		}
+		// pg_rewind runs postgres -V and a single-user postgres for
+		// crash recovery: name them apart from the postmasters.
 		if prog == "postgres" && underRewind(pid) {
 			prog = "postgres under pg_rewind"
 		}
@@ -371,7 +361,7 @@ func (s *sampler) check(t *testing.T) {
 			}
 			ownEnv := sec.fromEnv && ((name == "pgbouncer admin") == (prog == "pgquorum bouncer")) &&
 				(prog == "pgquorum serve" || prog == "pgquorum bouncer")
-			if ownEnv || slices.Contains(allowedEnviron[name], prog) {
+			if ownEnv {
 				continue
 			}
 			t.Errorf("%s password in the environment of %s", name, prog)
