@@ -47,6 +47,9 @@ type Node struct {
 	grpc   *grpc.Server
 	cancel context.CancelFunc
 	done   chan error
+	// lis holds the gRPC port from newNode until the first Start, so no
+	// other test or outgoing connection takes it in between.
+	lis net.Listener
 }
 
 // Running reports whether the node is up.
@@ -103,8 +106,8 @@ func (c *Cluster) newNode(id string) *Node {
 		c.t.Fatal(err)
 	}
 	addr := lis.Addr().String()
-	_ = lis.Close()
-	n := &Node{ID: id, RaftAddr: "raft-" + id, GRPCAddr: addr, DataDir: c.t.TempDir()}
+	c.t.Cleanup(func() { _ = lis.Close() }) // if the node never starts
+	n := &Node{ID: id, RaftAddr: "raft-" + id, GRPCAddr: addr, DataDir: c.t.TempDir(), lis: lis}
 	n.pool = rpc.NewPool(nil, grpc.WithUnaryInterceptor(c.unaryCut(n)), grpc.WithStreamInterceptor(c.streamCut(n)))
 	n.Opts = server.Options{
 		NodeID: id, ClusterName: "test", DataDir: n.DataDir,
@@ -148,7 +151,7 @@ func (c *Cluster) Start(n *Node) {
 	if err != nil {
 		c.t.Fatalf("start %s: %v", n.ID, err)
 	}
-	lis, err := net.Listen("tcp", n.GRPCAddr)
+	lis, err := c.listen(n)
 	if err != nil {
 		c.t.Fatalf("listen %s: %v", n.GRPCAddr, err)
 	}
@@ -159,6 +162,24 @@ func (c *Cluster) Start(n *Node) {
 	n.Srv, n.grpc, n.cancel, n.done = srv, g, cancel, make(chan error, 1)
 	go func() { n.done <- srv.Run(ctx) }()
 	c.rewire()
+}
+
+// listen returns the node's gRPC listener: the one reserved by newNode,
+// or, after a Kill, the same port again. On a busy machine an outgoing
+// connection may hold it as its ephemeral port for a moment: retry.
+func (c *Cluster) listen(n *Node) (net.Listener, error) {
+	if lis := n.lis; lis != nil {
+		n.lis = nil
+		return lis, nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lis, err := net.Listen("tcp", n.GRPCAddr)
+		if err == nil || time.Now().After(deadline) {
+			return lis, err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // rewire connects every running transport to every other, minus cuts.
