@@ -26,8 +26,14 @@ type fakeCtl struct {
 func newFakeCtl(t *testing.T) *fakeCtl {
 	t.Helper()
 	w := servertest.NewWorld()
-	c := servertest.New(t, 3, servertest.WithFakePostgres(w),
-		func(o *server.Options) { o.Tags = &pb.Tags{FailoverPriority: 1} })
+	// Slower Raft timing than servertest's: this test checks ctl, not
+	// elections, and a loaded two-core machine under -race otherwise
+	// moves the leader (and with it the scheduled restart) now and then.
+	c := servertest.New(t, 3, servertest.WithFakePostgres(w), func(o *server.Options) {
+		o.Tags = &pb.Tags{FailoverPriority: 1}
+		o.Timing.TTL = 5 * time.Second
+		o.Timing.RaftHeartbeat, o.Timing.RaftElection, o.Timing.RaftLeaderLease = time.Second, time.Second, 500*time.Millisecond
+	})
 	f := &fakeCtl{t: t, c: c, w: w}
 	c.Eventually(30*time.Second, "a primary and two streaming standbys", func() bool {
 		p := f.primary()
@@ -46,13 +52,8 @@ func newFakeCtl(t *testing.T) *fakeCtl {
 }
 
 func (f *fakeCtl) primary() string {
-	for _, n := range f.c.Nodes {
-		if n.Srv.IsLeader() {
-			st, _ := n.Srv.State(context.Background(), false)
-			return st.Primary.GetMemberId()
-		}
-	}
-	return ""
+	st, _ := f.c.WaitLeader(20*time.Second).Srv.State(context.Background(), false)
+	return st.Primary.GetMemberId()
 }
 
 func (f *fakeCtl) run(args ...string) (string, error) {
@@ -168,6 +169,15 @@ func TestCtl_ActionsAndOutputFormats(t *testing.T) {
 	if out = f.must("flush"); !strings.Contains(out, "nothing was scheduled") {
 		t.Errorf("second flush:\n%s", out)
 	}
+	if out = f.must("pause", "--wait"); !strings.Contains(out, "cluster paused") {
+		t.Errorf("pause --wait:\n%s", out)
+	}
+	for _, n := range f.c.Nodes {
+		if st, _ := n.Srv.State(context.Background(), false); !st.Paused {
+			t.Errorf("%s has not applied the pause after pause --wait", n.ID)
+		}
+	}
+	f.must("resume", "--wait")
 	if f.primary() != p {
 		t.Errorf("primary moved from %s to %s", p, f.primary())
 	}

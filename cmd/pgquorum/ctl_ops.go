@@ -365,22 +365,68 @@ func (c *ctl) pauseCmd(paused bool) *cobra.Command {
 	if !paused {
 		use, short = "resume", "Leave maintenance mode"
 	}
-	return &cobra.Command{
-		Use:   use,
+	var wait bool
+	cmd := &cobra.Command{
+		Use:   use + " [--wait]",
 		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var resp *pb.SetPausedResponse
 			err := c.call(cmd.Context(), func(ctx context.Context, cl pb.AdminClient) error {
-				_, err := cl.SetPaused(ctx, &pb.SetPausedRequest{Paused: paused})
+				var err error
+				resp, err = cl.SetPaused(ctx, &pb.SetPausedRequest{Paused: paused})
 				return err
 			})
 			if err != nil {
 				return err
 			}
+			if wait {
+				if err := c.waitApplied(cmd.Context(), resp.Index); err != nil {
+					return err
+				}
+			}
 			fmt.Fprintf(c.out, "cluster %sd\n", use)
 			return nil
 		},
 	}
+	cmd.Flags().BoolVar(&wait, "wait", false, "wait until every member has applied the change")
+	return cmd
+}
+
+// waitApplied waits until every member reports a Raft applied index of
+// at least index, so each one acts on the change.
+func (c *ctl) waitApplied(ctx context.Context, index uint64) error {
+	st, err := c.state(ctx)
+	if err != nil {
+		return err
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, m := range st.Members {
+		for {
+			cl, err := c.pool.Client(m.GrpcAddr)
+			if err == nil {
+				cctx, cancel := context.WithTimeout(ctx, c.timeout)
+				var ns *pb.NodeStatus
+				ns, err = cl.Status(cctx, &pb.StatusRequest{})
+				cancel()
+				if err == nil && ns.AppliedIndex >= index {
+					break
+				}
+				if err == nil {
+					err = fmt.Errorf("applied index %d, want %d", ns.AppliedIndex, index)
+				}
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("member %s has not applied the change within 60s: %v", m.Id, err)
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 func (c *ctl) historyCmd() *cobra.Command {
