@@ -139,6 +139,10 @@ func (cp *campaign) run(ctx context.Context) {
 		hold := nemesis(kinds[0]).Hold(cp.rng)
 		sub := rand.New(rand.NewPCG(cp.rng.Uint64(), uint64(n)))
 		cy := cp.cycle(ctx, n, kinds, hold, sub)
+		if cy.Err == errSkip.Error() {
+			n-- // nothing struck: not a cycle
+			continue
+		}
 		cp.cycles = append(cp.cycles, cy)
 		cp.logf("%s", cy)
 		if cy.Err != "" {
@@ -179,6 +183,10 @@ func (cp *campaign) cycle(ctx context.Context, n int, kinds []string, hold time.
 		}
 		cy.Faults = append(cy.Faults, k+":"+target)
 		cp.logf("cycle %d: %s on %s, held %.1fs", n, k, target, hold.Seconds())
+	}
+	if len(cy.Faults) == 0 {
+		cy.Err = errSkip.Error()
+		return cy
 	}
 	sleepCtx(ctx, hold)
 	for i := len(heals) - 1; i >= 0; i-- {
