@@ -48,7 +48,7 @@ func TestDemo(t *testing.T) {
 	root, _ := filepath.Abs("..")
 	dir := filepath.Join(t.TempDir(), "demo")
 	env := append(os.Environ(), "DEMO_DIR="+dir, "BASE_PORT="+strconv.Itoa(freeBase(t)),
-		"BIN="+filepath.Join(t.TempDir(), "pgquorum"))
+		"BIN="+pgquorumBinary(t), "NO_BUILD=1")
 	run := func(timeout time.Duration, args ...string) string {
 		t.Helper()
 		cmd := exec.Command("bash", append([]string{filepath.Join(root, "scripts/demo.sh")}, args...)...)

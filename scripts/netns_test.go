@@ -113,7 +113,7 @@ func TestNetnsCluster(t *testing.T) {
 	s := &netnsScript{t: t, root: root, dir: filepath.Join(t.TempDir(), "netns"),
 		prefix: fmt.Sprintf("pgqt%d-", os.Getpid()%100000)}
 	s.env = append(os.Environ(), "NETNS_DIR="+s.dir, "NETNS_PREFIX="+s.prefix,
-		"BIN="+filepath.Join(t.TempDir(), "pgquorum"), "PARTITION_TARGET=DROP")
+		"BIN="+pgquorumBinary(t), "NO_BUILD=1", "PARTITION_TARGET=DROP")
 	t.Cleanup(func() {
 		if out, err := s.try(2*time.Minute, "down"); err != nil {
 			t.Errorf("down in cleanup: %v\n%s", err, out)
@@ -123,7 +123,7 @@ func TestNetnsCluster(t *testing.T) {
 		}
 	})
 
-	out := s.run(3*time.Minute, "up")
+	out := s.run(4*time.Minute, "up")
 	t.Logf("up (%.0f s):\n%s", time.Since(began).Seconds(), out)
 	roles := s.roles()
 	var primary string
