@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -176,8 +177,15 @@ func serve(ctx context.Context, cfg *config.Config, logOut io.Writer) error {
 		cancel()
 		<-runErr
 	}
-	web.Stop(2 * time.Second)
-	stopGRPC(g, 2*time.Second)
+	// Exit at once: watch streams (bouncer agents, ctl watch) never end
+	// by themselves, and on the primary's host the fence guard stops
+	// PostgreSQL ttl - safety_margin after the final renewal unless the
+	// next agent renews first. Every moment spent exiting is taken from
+	// a restarted agent (a 2 s grace here cost a failover per restart).
+	var stopping sync.WaitGroup
+	stopping.Go(func() { web.Stop(200 * time.Millisecond) })
+	stopping.Go(func() { stopGRPC(g, 200*time.Millisecond) })
+	stopping.Wait()
 	if err != nil && !errors.Is(err, context.Canceled) {
 		return err
 	}
