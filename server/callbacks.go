@@ -114,6 +114,7 @@ func (r *callbackRunner) exec(ctx context.Context, ev cbEvent) {
 	defer cancel()
 	var out bytes.Buffer
 	cmd := exec.CommandContext(ctx, script, string(ev.action), ev.role, r.cluster)
+	cmd.Env = childEnv()
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
