@@ -378,3 +378,27 @@ func TestRestart_StopsAtAMemberThatDoesNotComeBack(t *testing.T) {
 	f.w.FailStart(bad, false)
 	f.waitStreaming(p.MemberId, bad)
 }
+
+// TestRestart_PrimaryRestartedThenAgentDiesGuardFences: right after an
+// in-place restart of the primary its agent dies. The fence guard was
+// re-armed for the new postmaster (the old deadline named the old PID), so
+// the new postmaster is killed before a replica is promoted: never two
+// writers.
+func TestRestart_PrimaryRestartedThenAgentDiesGuardFences(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	resp, err := f.restartReq(&pb.RestartRequest{Role: pb.RestartRole_RESTART_ROLE_PRIMARY})
+	if err != nil || len(resp.Results) != 1 || !resp.Results[0].Done {
+		t.Fatalf("restart of the primary: %v, %v", resp, err)
+	}
+	if f.w.Starts(p.MemberId) != 2 {
+		t.Fatalf("primary started %d times, want 2 (bootstrap, restart)", f.w.Starts(p.MemberId))
+	}
+	n := f.node(p.MemberId)
+	f.c.Kill(n)
+	np := f.waitPrimary(p.Epoch+1, n.ID)
+	killed := f.lastPeriod(n.ID)
+	if killed.ToSeq == 0 || killed.ToSeq > f.lastPeriod(np.MemberId).FromSeq {
+		t.Fatalf("restarted primary %s stopped at %v, after %s was promoted", n.ID, killed.To, np.MemberId)
+	}
+}
