@@ -74,7 +74,7 @@ func TestAuth_Table(t *testing.T) {
 		pb.Admin_RenewLease_FullMethodName:        N,
 		pb.Admin_ReleaseLease_FullMethodName:      N,
 		pb.Admin_SetSync_FullMethodName:           N,
-		pb.Admin_Probe_FullMethodName:             N,
+		pb.Admin_Probe_FullMethodName:             N | A | R | B,
 		pb.Admin_Switchover_FullMethodName:        A,
 		pb.Admin_Failover_FullMethodName:          A,
 		pb.Admin_SetPaused_FullMethodName:         A,

@@ -3,6 +3,10 @@ package rpc
 import (
 	"context"
 
+	"github.com/pgquorum/pgquorum/internal/mtls"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 )
 
@@ -43,6 +47,9 @@ func (a *Admin) SetSync(ctx context.Context, req *pb.SetSync) (*pb.LeaseResponse
 // after a CHECKPOINT when asked (see server.Checkpoint).
 func (a *Admin) Probe(ctx context.Context, req *pb.ProbeRequest) (*pb.PostgresHealth, error) {
 	if req.GetCheckpoint() {
+		if c, ok := CallerFrom(ctx); ok && !c.Roles.Has(mtls.RoleNode) {
+			return nil, status.Errorf(codes.PermissionDenied, "%s may not ask for a checkpoint: it needs role node", c)
+		}
 		if err := a.srv.Checkpoint(ctx); err != nil {
 			return nil, toStatus(err)
 		}

@@ -73,6 +73,12 @@ func TestTLS_Clients(t *testing.T) {
 			wantDenied(t, err, "reader (readonly) may not call /pgquorum.v1.Admin/Switchover: it needs role admin")
 			_, err = cl.SetPaused(callCtx(t), &pb.SetPausedRequest{Paused: true})
 			wantDenied(t, err, "reader")
+			// Health is readable (ctl list); a checkpoint is not.
+			if _, err := cl.Probe(callCtx(t), &pb.ProbeRequest{}); status.Code(err) == codes.PermissionDenied || status.Code(err) == codes.Unauthenticated {
+				t.Fatalf("Probe on %s as readonly: %v", n.ID, err)
+			}
+			_, err = cl.Probe(callCtx(t), &pb.ProbeRequest{Checkpoint: true})
+			wantDenied(t, err, "reader (readonly) may not ask for a checkpoint")
 		}
 	})
 	t.Run("a bouncer reads, cannot act as a node or an admin", func(t *testing.T) {
