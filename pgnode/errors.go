@@ -31,6 +31,10 @@ var (
 	ErrNotStandby = errors.New("pgnode: server is not a standby")
 	// ErrNotPrimary reports an operation that needs a server out of recovery.
 	ErrNotPrimary = errors.New("pgnode: server is not a primary")
+	// ErrSourceInRecovery reports a rewind source that has not finished its
+	// promotion: rewinding against it now would find "no rewind required"
+	// on the old timeline. Retry later; nothing was changed.
+	ErrSourceInRecovery = errors.New("pgnode: rewind source is still in recovery")
 	// ErrStartFailed reports a postmaster that exited or did not become ready
 	// in time; the error text carries the tail of the server log.
 	ErrStartFailed = errors.New("pgnode: postgres failed to start")

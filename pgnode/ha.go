@@ -139,12 +139,14 @@ func (n *Node) Rewind(ctx context.Context, up Upstream) error {
 	if conn, err := n.connectTo(ctx, up.Host, up.Port, n.cfg.Rewind); err != nil {
 		n.log.Warn("cannot connect to rewind source for CHECKPOINT", "upstream", up.String(), "err", err)
 	} else {
-		cctx, cancel := context.WithTimeout(ctx, n.cfg.PromoteTimeout)
-		if _, err := conn.Exec(cctx, "CHECKPOINT"); err != nil {
+		err := n.prepareRewindSource(ctx, conn)
+		closeConn(conn)
+		if errors.Is(err, ErrSourceInRecovery) {
+			return fmt.Errorf("rewind %s from %s: %w", n.cfg.DataDir, up, err)
+		}
+		if err != nil {
 			n.log.Warn("CHECKPOINT on rewind source failed", "upstream", up.String(), "err", err)
 		}
-		cancel()
-		closeConn(conn)
 	}
 	src := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres connect_timeout=10 application_name=%s",
 		quoteConninfo(up.Host), up.Port, quoteConninfo(n.cfg.Rewind.Username), quoteConninfo(n.cfg.Name+"_rewind"))
@@ -162,6 +164,25 @@ func (n *Node) Rewind(ctx context.Context, up Upstream) error {
 	}
 	n.log.Info("pg_rewind done", "took", time.Since(start).Round(time.Millisecond), "output", tail(out, 400))
 	return n.writeStandbyFiles(up)
+}
+
+// prepareRewindSource refuses a source still in recovery (a new primary
+// whose promotion has not finished: pg_rewind would compare the old
+// timeline with itself, find nothing to do, and the old primary would then
+// be stuck behind the fork), then runs CHECKPOINT on it so its control file
+// names the new timeline.
+func (n *Node) prepareRewindSource(ctx context.Context, c *pgx.Conn) error {
+	cctx, cancel := context.WithTimeout(ctx, n.cfg.PromoteTimeout)
+	defer cancel()
+	var rec bool
+	if err := c.QueryRow(cctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+		return err
+	}
+	if rec {
+		return ErrSourceInRecovery
+	}
+	_, err := c.Exec(cctx, "CHECKPOINT")
+	return err
 }
 
 // writeStandbyFiles re-applies the node-local configuration and makes the

@@ -149,6 +149,16 @@ func TestNode_ReplicationFailover(t *testing.T) {
 		if st, err := a.Probe(ctx); err != nil || !st.InRecovery {
 			t.Fatalf("after Demote: %+v, %v", st, err)
 		}
+		// A source still in recovery (a new primary whose promotion has
+		// not finished looks the same) is refused: pg_rewind would find
+		// "no rewind required" on the old timeline.
+		before, _ := a.Inspect(ctx)
+		if err := a.Rewind(ctx, c.AsUpstream(slotA)); !errors.Is(err, ErrSourceInRecovery) {
+			t.Fatalf("Rewind from a standby: %v, want ErrSourceInRecovery", err)
+		}
+		if after, _ := a.Inspect(ctx); after.Timeline != before.Timeline || after.SystemIdentifier != before.SystemIdentifier || !after.Standby {
+			t.Fatalf("refused rewind changed the target: %+v -> %+v", before, after)
+		}
 		if err := a.Rewind(ctx, b.AsUpstream(slotA)); err != nil {
 			t.Fatalf("Rewind: %v", err)
 		}

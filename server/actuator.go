@@ -584,6 +584,10 @@ func (a *actuator) rejoin(ctx context.Context, p *pb.PrimaryAssignment, up pgnod
 		a.log.Info("pg_rewind done", "primary", p.MemberId)
 		return nil
 	}
+	if errors.Is(err, pgnode.ErrSourceInRecovery) {
+		// Not a failed rewind: the new primary is still promoting.
+		return fmt.Errorf("rejoin waits for %s to finish its promotion: %w", p.MemberId, err)
+	}
 	a.log.Warn("pg_rewind failed; cloning again", "err", err)
 	a.setPhase(pb.PgState_PG_STATE_CLONING)
 	defer a.setPhase(pb.PgState_PG_STATE_UNKNOWN)

@@ -2,6 +2,8 @@ package server
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -17,7 +19,8 @@ import (
 // recordingPG is a Postgres that only records which actions were asked of
 // it; Inspect returns a fixed data directory.
 type recordingPG struct {
-	info pgnode.DataDirInfo
+	info      pgnode.DataDirInfo
+	rewindErr error
 
 	mu    sync.Mutex
 	calls []string
@@ -42,11 +45,14 @@ func (r *recordingPG) Start(context.Context, pgnode.StartOptions) error    { ret
 func (r *recordingPG) Stop(context.Context, pgnode.StopMode) error         { return r.rec("stop") }
 func (r *recordingPG) Promote(context.Context) error                       { return r.rec("promote") }
 func (r *recordingPG) Checkpoint(context.Context) error                    { return r.rec("checkpoint") }
-func (r *recordingPG) Rewind(context.Context, pgnode.Upstream) error       { return r.rec("rewind") }
-func (r *recordingPG) CloneFrom(context.Context, pgnode.Upstream) error    { return r.rec("clone") }
-func (r *recordingPG) Reinit(context.Context, pgnode.Upstream) error       { return r.rec("reinit") }
-func (r *recordingPG) Probe(context.Context) (pgnode.Status, error)        { return pgnode.Status{}, nil }
-func (r *recordingPG) EnsureSlots(context.Context, []string) error         { return r.rec("slots") }
+func (r *recordingPG) Rewind(context.Context, pgnode.Upstream) error {
+	_ = r.rec("rewind")
+	return r.rewindErr
+}
+func (r *recordingPG) CloneFrom(context.Context, pgnode.Upstream) error { return r.rec("clone") }
+func (r *recordingPG) Reinit(context.Context, pgnode.Upstream) error    { return r.rec("reinit") }
+func (r *recordingPG) Probe(context.Context) (pgnode.Status, error)     { return pgnode.Status{}, nil }
+func (r *recordingPG) EnsureSlots(context.Context, []string) error      { return r.rec("slots") }
 func (r *recordingPG) SetSynchronousStandbys(context.Context, []string, int) error {
 	return r.rec("sync")
 }
@@ -130,5 +136,31 @@ func TestActuator_UnverifiedDataDirIsNotTouched(t *testing.T) {
 	}
 	if calls := pg.Calls(); !slices.Contains(calls, "rewind") {
 		t.Fatalf("former primary of this cluster not rewound: %v", calls)
+	}
+}
+
+// TestActuator_RejoinWaitsForThePromotion: a rewind refused because the
+// new primary is still in recovery is retried later, never turned into a
+// re-clone (which is what a failed rewind leads to).
+func TestActuator_RejoinWaitsForThePromotion(t *testing.T) {
+	own := pgnode.DataDirInfo{
+		Path: "/data", Exists: true, Initialized: true, Version: "15",
+		SystemIdentifier: 42, ClusterState: "shut down", CleanShutdown: true, Timeline: 1,
+	}
+	a, pg := actuatorOn(t, own,
+		&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
+		&pb.UpsertMember{Member: member("n1")},
+		&pb.UpsertMember{Member: member("n3")},
+		&pb.AssignPrimary{MemberId: "n3", Timeline: 1, Reason: "bootstrap", AtUnixMs: 2},
+		&pb.SetSystemID{SystemIdentifier: 42},
+		&pb.AssignPrimary{ExpectedEpoch: 1, MemberId: "n1", Timeline: 2, Reason: "failover", AtUnixMs: 3},
+	)
+	pg.rewindErr = fmt.Errorf("rewind: %w", pgnode.ErrSourceInRecovery)
+	err := a.converge(context.Background())
+	if !errors.Is(err, pgnode.ErrSourceInRecovery) {
+		t.Fatalf("converge: %v, want ErrSourceInRecovery", err)
+	}
+	if calls := pg.Calls(); !slices.Contains(calls, "rewind") || slices.Contains(calls, "reinit") || slices.Contains(calls, "start") {
+		t.Fatalf("calls %v: want a rewind attempt and nothing else that changes the directory", calls)
 	}
 }
