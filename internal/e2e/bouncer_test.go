@@ -119,7 +119,11 @@ func TestBouncer_SwitchoverAndHostLoss(t *testing.T) {
 // startBouncerAgent writes the agent's config and runs `pgquorum bouncer`
 // until the test ends (stopped by PID).
 func startBouncerAgent(t *testing.T, c *e2e.Cluster, pgb *pgtest.PgBouncer) {
-	dir := t.TempDir()
+	// Under the cluster's directory, so PGQUORUME2E_KEEP keeps its log.
+	dir := filepath.Join(c.Base, "bouncer")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	var eps []string
 	for _, n := range c.Nodes {
 		eps = append(eps, fmt.Sprintf("%q", n.GRPCAddr))
