@@ -126,3 +126,15 @@ func unknownWrites(n int) []Op {
 	}
 	return ops
 }
+
+func TestSummaryTable_OneRowPerFigure(t *testing.T) {
+	table := Summary{Faults: map[string]int{"isolate-primary": 1}}.Table()
+	seen := map[string]bool{}
+	for _, line := range strings.Split(table, "\n") {
+		key, _, _ := strings.Cut(strings.TrimPrefix(line, "| "), " |")
+		if key != "" && seen[key] {
+			t.Errorf("row %q twice", key)
+		}
+		seen[key] = true
+	}
+}

@@ -61,7 +61,6 @@ func (s Summary) Table() string {
 	row("dual-primary windows (history / probe)", fmt.Sprintf("%d / %d", s.DualHistory, s.DualProbe))
 	row("failover: first ack on the new primary after the fault, min / median / max", stats(s.Failovers))
 	row("switchover: first ack on the new primary after `ctl switchover`, min / median / max", stats(s.Switchovers))
-	row("switchover: first ack on the new primary after `ctl switchover`, min / median / max", stats(s.Switchovers))
 	row("longest write gap per cycle, min / median / max", stats(s.Outages))
 	row("healthy again after heal, min / median / max", stats(s.HealTimes))
 	row("violations", fmt.Sprint(len(s.Violations)))
