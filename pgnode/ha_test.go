@@ -204,8 +204,16 @@ func TestNode_ReplicationFailover(t *testing.T) {
 	})
 
 	t.Run("reinit", func(t *testing.T) {
-		// c followed a and replayed the diverged row 99.
+		// c followed a and replayed the diverged row 99: it is past the
+		// point where b's timeline forked off, and cannot follow b. a was
+		// rewound onto b's timeline and is not.
 		waitIDs(t, ctx, c, 1, 2, 3, 99)
+		if d, err := c.Diverged(ctx, b.AsUpstream("")); err != nil || !d {
+			t.Fatalf("c.Diverged(b) = %v, %v; want true", d, err)
+		}
+		if d, err := a.Diverged(ctx, b.AsUpstream("")); err != nil || d {
+			t.Fatalf("a.Diverged(b) = %v, %v; want false", d, err)
+		}
 		oldPID := c.Process().PID
 		// A clone that fails puts the old directory back.
 		dead := Upstream{Host: "127.0.0.1", Port: freePort(t)}

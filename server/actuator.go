@@ -61,6 +61,9 @@ type actuator struct {
 	// guardArmed: the fence guard holds a deadline for our postmaster.
 	guardArmed bool
 	guardPID   int
+	// stuckSince is when this standby was first seen not streaming from
+	// the upstream it follows (zero while it streams; see diverge.go).
+	stuckSince time.Time
 	// pgSync is the synchronous standby list last set in PostgreSQL.
 	pgSync    []string
 	pgSyncSet bool
@@ -533,6 +536,8 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 		if !info.Running {
 			a.lifecycle(cbStart)
 		}
+	} else if rejoined, err := a.rejoinIfDiverged(ctx, p, up); rejoined || err != nil {
+		return err
 	}
 	a.markApplied(p.Epoch)
 	a.noteRole("replica")

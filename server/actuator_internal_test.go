@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pgquorum/pgquorum/fsm"
 	"github.com/pgquorum/pgquorum/pgnode"
@@ -21,6 +22,9 @@ import (
 type recordingPG struct {
 	info      pgnode.DataDirInfo
 	rewindErr error
+	status    pgnode.Status
+	diverged  bool
+	proc      pgnode.ProcessInfo
 
 	mu    sync.Mutex
 	calls []string
@@ -51,15 +55,18 @@ func (r *recordingPG) Rewind(context.Context, pgnode.Upstream) error {
 }
 func (r *recordingPG) CloneFrom(context.Context, pgnode.Upstream) error { return r.rec("clone") }
 func (r *recordingPG) Reinit(context.Context, pgnode.Upstream) error    { return r.rec("reinit") }
-func (r *recordingPG) Probe(context.Context) (pgnode.Status, error)     { return pgnode.Status{}, nil }
-func (r *recordingPG) EnsureSlots(context.Context, []string) error      { return r.rec("slots") }
+func (r *recordingPG) Probe(context.Context) (pgnode.Status, error)     { return r.status, nil }
+func (r *recordingPG) Diverged(context.Context, pgnode.Upstream) (bool, error) {
+	return r.diverged, r.rec("diverged?")
+}
+func (r *recordingPG) EnsureSlots(context.Context, []string) error { return r.rec("slots") }
 func (r *recordingPG) SetSynchronousStandbys(context.Context, []string, int) error {
 	return r.rec("sync")
 }
 func (r *recordingPG) SetParameters(context.Context, map[string]string) ([]string, error) {
 	return nil, r.rec("params")
 }
-func (r *recordingPG) Process() pgnode.ProcessInfo { return pgnode.ProcessInfo{} }
+func (r *recordingPG) Process() pgnode.ProcessInfo { return r.proc }
 
 // actuatorOn returns an actuator for node n3 over an FSM that has applied
 // cmds, and the Postgres it drives.
@@ -162,5 +169,61 @@ func TestActuator_RejoinWaitsForThePromotion(t *testing.T) {
 	}
 	if calls := pg.Calls(); !slices.Contains(calls, "rewind") || slices.Contains(calls, "reinit") || slices.Contains(calls, "start") {
 		t.Fatalf("calls %v: want a rewind attempt and nothing else that changes the directory", calls)
+	}
+}
+
+// TestActuator_DivergedStandbyIsRewound: a running standby that follows
+// the primary but has not streamed for longer than the grace is checked
+// for divergence and rewound when it diverged; one that streams, or did
+// not diverge, is left alone.
+func TestActuator_DivergedStandbyIsRewound(t *testing.T) {
+	standby := pgnode.DataDirInfo{
+		Path: "/data", Exists: true, Initialized: true, Version: "15", SystemIdentifier: 42,
+		ClusterState: "in archive recovery", Running: true, Standby: true, Timeline: 1, PostmasterPID: 7,
+	}
+	cmds := []proto.Message{
+		&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
+		&pb.UpsertMember{Member: member("n1")},
+		&pb.UpsertMember{Member: member("n2")},
+		&pb.UpsertMember{Member: member("n3")},
+		&pb.AssignPrimary{MemberId: "n2", Timeline: 1, Reason: "bootstrap", AtUnixMs: 2},
+		&pb.SetSystemID{SystemIdentifier: 42},
+		&pb.AssignPrimary{ExpectedEpoch: 1, MemberId: "n1", Timeline: 1, Reason: "failover", AtUnixMs: 3},
+	}
+	for _, tc := range []struct {
+		name        string
+		streaming   bool
+		diverged    bool
+		wantRewind  bool
+		wantChecked bool
+	}{
+		{"streaming", true, true, false, false},
+		{"stuck, not diverged", false, false, false, true},
+		{"stuck and diverged", false, true, true, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, pg := actuatorOn(t, standby, cmds...)
+			pg.proc = pgnode.ProcessInfo{State: pgnode.ProcessRunning, PID: 7}
+			pg.diverged = tc.diverged
+			if tc.streaming {
+				pg.status = pgnode.Status{Up: true, InRecovery: true, WALReceiver: "streaming"}
+			} else {
+				pg.status = pgnode.Status{Up: true, InRecovery: true}
+			}
+			up, err := upstreamOf(member("n1"), "n3")
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.following = up
+			a.stuckSince = time.Now().Add(-time.Hour)
+			_ = a.converge(context.Background())
+			calls := pg.Calls()
+			if got := slices.Contains(calls, "diverged?"); got != tc.wantChecked {
+				t.Errorf("divergence checked = %v, want %v (calls %v)", got, tc.wantChecked, calls)
+			}
+			if got := slices.Contains(calls, "rewind"); got != tc.wantRewind {
+				t.Errorf("rewound = %v, want %v (calls %v)", got, tc.wantRewind, calls)
+			}
+		})
 	}
 }

@@ -21,6 +21,9 @@ type Postgres interface {
 	// Checkpoint runs CHECKPOINT on a running server.
 	Checkpoint(ctx context.Context) error
 	Rewind(ctx context.Context, up pgnode.Upstream) error
+	// Diverged reports a running standby that replayed past the point
+	// where up's timeline forked off its own.
+	Diverged(ctx context.Context, up pgnode.Upstream) (bool, error)
 	CloneFrom(ctx context.Context, up pgnode.Upstream) error
 	Reinit(ctx context.Context, up pgnode.Upstream) error
 	Probe(ctx context.Context) (pgnode.Status, error)

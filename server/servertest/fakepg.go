@@ -627,6 +627,12 @@ func (f *FakePostgres) Promote(ctx context.Context) error {
 	return nil
 }
 
+// Diverged implements server.Postgres. The fake world keeps standbys on
+// their upstream's history, so none diverges.
+func (f *FakePostgres) Diverged(ctx context.Context, up pgnode.Upstream) (bool, error) {
+	return false, nil
+}
+
 // Checkpoint implements server.Postgres.
 func (f *FakePostgres) Checkpoint(ctx context.Context) error {
 	h := f.lock()
