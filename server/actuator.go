@@ -331,6 +331,16 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		if err := a.startForPrimary(ctx, info); err != nil {
 			return a.primaryDown(ctx, p, err)
 		}
+		if !info.Running && !info.Standby {
+			// A start can outlast the lease it began under (a long crash
+			// recovery while renewals fail): a primary must not stay up
+			// past it, the decider may be promoting another one already.
+			if !a.leaseHeld(p.Epoch) {
+				_ = a.stop(ctx, pgnode.StopImmediate)
+				return fmt.Errorf("PostgreSQL came up after the lease of epoch %d ran out; stopped it again", p.Epoch)
+			}
+			a.ensureGuard()
+		}
 		if !info.Running {
 			a.lifecycle(cbStart)
 		}

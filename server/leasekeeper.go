@@ -198,11 +198,7 @@ func (a *actuator) noteLease(epoch uint64, sent time.Time) {
 // restart may still see itself assigned at an epoch that was replaced;
 // the renewal then fails with a stale epoch and nothing is started.
 func (a *actuator) acquireLease(ctx context.Context, epoch uint64) error {
-	t := a.s.opts.Timing
-	a.mu.Lock()
-	held := a.leaseEpoch == epoch && time.Now().Before(a.leaseUntil.Add(-t.SafetyMargin))
-	a.mu.Unlock()
-	if held {
+	if a.leaseHeld(epoch) {
 		return nil
 	}
 	if _, err := a.renew(ctx, epoch); err != nil {
@@ -286,4 +282,12 @@ func (s *Server) callLeader(ctx context.Context, fn func(context.Context, pb.Adm
 		return fmt.Errorf("%w: no leader known", ErrNotLeader)
 	}
 	return errs[len(errs)-1]
+}
+
+// leaseHeld reports whether this node holds the lease of epoch for longer
+// than the safety margin yet, on its own clock.
+func (a *actuator) leaseHeld(epoch uint64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.leaseEpoch == epoch && time.Now().Before(a.leaseUntil.Add(-a.s.opts.Timing.SafetyMargin))
 }
