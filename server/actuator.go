@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -414,11 +415,22 @@ func (a *actuator) primaryDown(ctx context.Context, p *pb.PrimaryAssignment, cau
 	}
 	since := time.Since(a.crashedAt)
 	a.mu.Unlock()
+	if isDiskFull(cause) {
+		// Every restart in place hits the same full disk (FACTS.md):
+		// hand over now rather than after primary_start_timeout.
+		return a.stepDown(ctx, p, fmt.Sprintf("postgres cannot start, its disk is full: %v", cause))
+	}
 	limit := time.Duration(a.s.fsm.State().Config.GetPrimaryStartTimeoutMs()) * time.Millisecond
 	if since < limit {
 		return fmt.Errorf("primary PostgreSQL is down for %v (restarting in place, giving up after %v): %w", since.Round(time.Millisecond), limit, cause)
 	}
 	return a.stepDown(ctx, p, fmt.Sprintf("postgres did not come back within primary_start_timeout (%v): %v", limit, cause))
+}
+
+// isDiskFull reports a start failure whose server log says a volume of
+// the data directory is full.
+func isDiskFull(err error) bool {
+	return err != nil && errors.Is(err, pgnode.ErrStartFailed) && strings.Contains(err.Error(), "No space left on device")
 }
 
 func (a *actuator) clearCrash() {

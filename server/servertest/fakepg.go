@@ -67,6 +67,7 @@ type Host struct {
 	starts     int
 	failRewind bool
 	failStart  bool
+	diskFull   bool
 	// acceptFrom is the seq at which the server began accepting writes
 	// (0: it does not).
 	acceptFrom   uint64
@@ -452,6 +453,14 @@ func (w *World) FailStart(id string, fail bool) {
 	w.host(id).failStart = fail
 }
 
+// DiskFull makes every start of id fail as PostgreSQL does when a volume
+// of its data directory is full.
+func (w *World) DiskFull(id string, full bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.host(id).diskFull = full
+}
+
 // Agent returns a fresh driver for server id, as a newly started agent
 // process would have: it knows no postmaster until it starts or adopts
 // one.
@@ -563,6 +572,9 @@ func (f *FakePostgres) Start(ctx context.Context, opts pgnode.StartOptions) erro
 			h.upstream = upstreamAddr(*opts.Upstream)
 		}
 		return nil
+	}
+	if h.diskFull {
+		return fmt.Errorf("%w: %s: PANIC: could not write to file \"pg_wal/xlogtemp.1\": No space left on device (fake)", pgnode.ErrStartFailed, f.id)
 	}
 	if h.failStart {
 		return fmt.Errorf("%w: %s: FATAL: could not write to file (fake)", pgnode.ErrStartFailed, f.id)
