@@ -231,10 +231,12 @@ func (c *ctl) state(ctx context.Context) (*pb.ClusterState, error) {
 	return st, err
 }
 
-func (c *ctl) statusCmd() *cobra.Command {
+// stateCmd is a read verb without arguments that starts from the cluster
+// state.
+func (c *ctl) stateCmd(use, short string, run func(ctx context.Context, st *pb.ClusterState) error) *cobra.Command {
 	return &cobra.Command{
-		Use:   "status",
-		Short: "Raft view of every member: role, term, leader, commit/applied index, last contact",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -242,55 +244,61 @@ func (c *ctl) statusCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var (
-				all     []proto.Message
-				leader  *pb.NodeStatus
-				byID    = map[string]*pb.NodeStatus{}
-				missing = map[string]error{}
-			)
-			for _, m := range st.Members {
-				cl, err := c.pool.Client(m.GrpcAddr)
-				if err == nil {
-					cctx, cancel := context.WithTimeout(ctx, c.timeout)
-					var ns *pb.NodeStatus
-					ns, err = cl.Status(cctx, &pb.StatusRequest{})
-					cancel()
-					if err == nil {
-						byID[m.Id] = ns
-						all = append(all, ns)
-						if ns.RaftState == "Leader" {
-							leader = ns
-						}
-						continue
-					}
-				}
-				missing[m.Id] = err
-			}
-			if c.structured() {
-				return printList(c, all)
-			}
-			contact := map[string]int64{}
-			if leader != nil {
-				for _, p := range leader.Peers {
-					contact[p.Id] = p.LastContactMs
-				}
-			}
-			w := c.table("MEMBER", "RAFT", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST CONTACT", "GRPC")
-			for _, m := range st.Members {
-				ns, ok := byID[m.Id]
-				if !ok {
-					fmt.Fprintf(w, "%s\tunreachable\t-\t-\t-\t-\t-\t%s (%s)\n", m.Id, m.GrpcAddr, status.Convert(missing[m.Id]).Message())
-					continue
-				}
-				last := "-"
-				if ms, ok := contact[m.Id]; ok && ms >= 0 {
-					last = (time.Duration(ms) * time.Millisecond).String()
-				}
-				fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", m.Id, ns.RaftState, ns.Term, ns.LeaderId, ns.CommitIndex, ns.AppliedIndex, last, m.GrpcAddr)
-			}
-			return w.Flush()
+			return run(ctx, st)
 		},
 	}
+}
+
+func (c *ctl) statusCmd() *cobra.Command {
+	return c.stateCmd("status", "Raft view of every member: role, term, leader, commit/applied index, last contact", func(ctx context.Context, st *pb.ClusterState) error {
+		var (
+			all     []proto.Message
+			leader  *pb.NodeStatus
+			byID    = map[string]*pb.NodeStatus{}
+			missing = map[string]error{}
+		)
+		for _, m := range st.Members {
+			cl, err := c.pool.Client(m.GrpcAddr)
+			if err == nil {
+				cctx, cancel := context.WithTimeout(ctx, c.timeout)
+				var ns *pb.NodeStatus
+				ns, err = cl.Status(cctx, &pb.StatusRequest{})
+				cancel()
+				if err == nil {
+					byID[m.Id] = ns
+					all = append(all, ns)
+					if ns.RaftState == "Leader" {
+						leader = ns
+					}
+					continue
+				}
+			}
+			missing[m.Id] = err
+		}
+		if c.structured() {
+			return printList(c, all)
+		}
+		contact := map[string]int64{}
+		if leader != nil {
+			for _, p := range leader.Peers {
+				contact[p.Id] = p.LastContactMs
+			}
+		}
+		w := c.table("MEMBER", "RAFT", "TERM", "LEADER", "COMMIT", "APPLIED", "LAST CONTACT", "GRPC")
+		for _, m := range st.Members {
+			ns, ok := byID[m.Id]
+			if !ok {
+				fmt.Fprintf(w, "%s\tunreachable\t-\t-\t-\t-\t-\t%s (%s)\n", m.Id, m.GrpcAddr, status.Convert(missing[m.Id]).Message())
+				continue
+			}
+			last := "-"
+			if ms, ok := contact[m.Id]; ok && ms >= 0 {
+				last = (time.Duration(ms) * time.Millisecond).String()
+			}
+			fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%d\t%d\t%s\t%s\n", m.Id, ns.RaftState, ns.Term, ns.LeaderId, ns.CommitIndex, ns.AppliedIndex, last, m.GrpcAddr)
+		}
+		return w.Flush()
+	})
 }
 
 func (c *ctl) membersCmd() *cobra.Command {

@@ -188,48 +188,38 @@ func (c *ctl) flushCmd() *cobra.Command {
 // topologyCmd is patronictl's topology: the primary and its standbys as a
 // tree, with lag, and the witnesses.
 func (c *ctl) topologyCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "topology",
-		Short: "The primary and its standbys as a tree, with state and lag; witnesses",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			st, err := c.state(ctx)
-			if err != nil {
-				return err
-			}
-			health := c.probeAll(ctx, st)
-			t := topologyOf(st, health)
-			if c.structured() {
-				return c.printValue(t)
-			}
-			fmt.Fprintf(c.out, "Cluster: %s  epoch %d%s\n", st.Identity.GetName(), st.Primary.GetEpoch(), pausedNote(st))
-			if t.Primary == nil {
-				fmt.Fprintln(c.out, "no primary")
-			} else {
-				fmt.Fprintf(c.out, "%s  primary  %s  TL %s\n", t.Primary.ID, t.Primary.State, t.Primary.Timeline)
-				for i, s := range t.Primary.Standbys {
-					branch := "├── "
-					if i == len(t.Primary.Standbys)-1 {
-						branch = "└── "
-					}
-					lag := "lag -"
-					if s.LagBytes != nil {
-						lag = fmt.Sprintf("lag %d", *s.LagBytes)
-					}
-					stream := "not streaming"
-					if s.Streaming {
-						stream = "streaming"
-					}
-					fmt.Fprintf(c.out, "%s%s  %s  %s  %s  %s\n", branch, s.ID, s.Role, s.State, stream, lag)
+	return c.stateCmd("topology", "The primary and its standbys as a tree, with state and lag; witnesses", func(ctx context.Context, st *pb.ClusterState) error {
+		health := c.probeAll(ctx, st)
+		t := topologyOf(st, health)
+		if c.structured() {
+			return c.printValue(t)
+		}
+		fmt.Fprintf(c.out, "Cluster: %s  epoch %d%s\n", st.Identity.GetName(), st.Primary.GetEpoch(), pausedNote(st))
+		if t.Primary == nil {
+			fmt.Fprintln(c.out, "no primary")
+		} else {
+			fmt.Fprintf(c.out, "%s  primary  %s  TL %s\n", t.Primary.ID, t.Primary.State, t.Primary.Timeline)
+			for i, s := range t.Primary.Standbys {
+				branch := "├── "
+				if i == len(t.Primary.Standbys)-1 {
+					branch = "└── "
 				}
+				lag := "lag -"
+				if s.LagBytes != nil {
+					lag = fmt.Sprintf("lag %d", *s.LagBytes)
+				}
+				stream := "not streaming"
+				if s.Streaming {
+					stream = "streaming"
+				}
+				fmt.Fprintf(c.out, "%s%s  %s  %s  %s  %s\n", branch, s.ID, s.Role, s.State, stream, lag)
 			}
-			for _, w := range t.Witnesses {
-				fmt.Fprintf(c.out, "%s  witness\n", w)
-			}
-			return nil
-		},
-	}
+		}
+		for _, w := range t.Witnesses {
+			fmt.Fprintf(c.out, "%s  witness\n", w)
+		}
+		return nil
+	})
 }
 
 // topology is the tree `ctl topology` prints.
@@ -301,53 +291,43 @@ func findMember(st *pb.ClusterState, id string) *pb.Member {
 // versionCmd prints the client's version and every member's, as the
 // member reports it now (or as it last registered, when unreachable).
 func (c *ctl) versionCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "version",
-		Short: "The version of this client and of every member",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			st, err := c.state(ctx)
-			if err != nil {
-				return err
-			}
-			type memberVersion struct {
-				ID        string `json:"id"`
-				Version   string `json:"version"`
-				Reachable bool   `json:"reachable"`
-				Error     string `json:"error,omitempty"`
-			}
-			var rows []memberVersion
-			for _, m := range st.Members {
-				row := memberVersion{ID: m.Id, Version: m.Version}
-				cl, err := c.pool.Client(m.GrpcAddr)
+	return c.stateCmd("version", "The version of this client and of every member", func(ctx context.Context, st *pb.ClusterState) error {
+		type memberVersion struct {
+			ID        string `json:"id"`
+			Version   string `json:"version"`
+			Reachable bool   `json:"reachable"`
+			Error     string `json:"error,omitempty"`
+		}
+		var rows []memberVersion
+		for _, m := range st.Members {
+			row := memberVersion{ID: m.Id, Version: m.Version}
+			cl, err := c.pool.Client(m.GrpcAddr)
+			if err == nil {
+				cctx, cancel := context.WithTimeout(ctx, c.timeout)
+				var ns *pb.NodeStatus
+				ns, err = cl.Status(cctx, &pb.StatusRequest{})
+				cancel()
 				if err == nil {
-					cctx, cancel := context.WithTimeout(ctx, c.timeout)
-					var ns *pb.NodeStatus
-					ns, err = cl.Status(cctx, &pb.StatusRequest{})
-					cancel()
-					if err == nil {
-						row.Version, row.Reachable = ns.Version, true
-					}
+					row.Version, row.Reachable = ns.Version, true
 				}
-				if err != nil {
-					row.Error = status.Convert(err).Message()
-				}
-				rows = append(rows, row)
 			}
-			if c.structured() {
-				return c.printValue(map[string]any{"client": version, "members": rows})
+			if err != nil {
+				row.Error = status.Convert(err).Message()
 			}
-			fmt.Fprintf(c.out, "client: pgquorum %s\n", version)
-			w := c.table("MEMBER", "VERSION", "")
-			for _, r := range rows {
-				note := ""
-				if !r.Reachable {
-					note = "unreachable (" + r.Error + "); version as registered"
-				}
-				fmt.Fprintf(w, "%s\t%s\t%s\n", r.ID, dash(r.Version), note)
+			rows = append(rows, row)
+		}
+		if c.structured() {
+			return c.printValue(map[string]any{"client": version, "members": rows})
+		}
+		fmt.Fprintf(c.out, "client: pgquorum %s\n", version)
+		w := c.table("MEMBER", "VERSION", "")
+		for _, r := range rows {
+			note := ""
+			if !r.Reachable {
+				note = "unreachable (" + r.Error + "); version as registered"
 			}
-			return w.Flush()
-		},
-	}
+			fmt.Fprintf(w, "%s\t%s\t%s\n", r.ID, dash(r.Version), note)
+		}
+		return w.Flush()
+	})
 }

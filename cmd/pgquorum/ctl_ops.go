@@ -16,60 +16,50 @@ import (
 
 // listCmd is patronictl's list: members with role, state, timeline, lag.
 func (c *ctl) listCmd() *cobra.Command {
-	return &cobra.Command{
-		Use:   "list",
-		Short: "Members with role, PostgreSQL state, timeline, lag and tags",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx := cmd.Context()
-			st, err := c.state(ctx)
-			if err != nil {
-				return err
-			}
-			health := c.probeAll(ctx, st)
-			leader, note := c.leaderStatus(ctx, st)
-			if c.structured() {
-				return c.printValue(listJSON(st, health, leader, note))
-			}
-			fmt.Fprintf(c.out, "Cluster: %s (%s)  epoch %d  config v%d%s%s\n", st.Identity.GetName(), st.Identity.GetUuid(),
-				st.Primary.GetEpoch(), st.Config.GetVersion(), pausedNote(st), restartNote(leader))
-			var primaryLSN uint64
-			if h := health[st.Primary.GetMemberId()]; h != nil {
-				primaryLSN = h.WalLsn
-			}
-			sync := map[string]bool{}
-			for _, id := range st.Sync.GetMembers() {
-				sync[id] = true
-			}
-			w := c.table("MEMBER", "HOST", "ROLE", "STATE", "TL", "LAG", "PENDING RESTART", "TAGS")
-			for _, m := range st.Members {
-				h := health[m.Id]
-				role := memberRole(st, m, sync)
-				state, tl, lag, pending := "unreachable", "-", "-", ""
-				if h != nil {
-					state = strings.ToLower(strings.TrimPrefix(h.State.String(), "PG_STATE_"))
-					if h.Error != "" {
-						state += " (" + h.Error + ")"
-					}
-					tl = fmt.Sprint(h.Timeline)
-					if l, ok := lagOf(h, primaryLSN, role); ok {
-						lag = fmt.Sprint(l)
-					}
-					if h.PendingRestart {
-						pending = "*"
-					}
+	return c.stateCmd("list", "Members with role, PostgreSQL state, timeline, lag and tags", func(ctx context.Context, st *pb.ClusterState) error {
+		health := c.probeAll(ctx, st)
+		leader, note := c.leaderStatus(ctx, st)
+		if c.structured() {
+			return c.printValue(listJSON(st, health, leader, note))
+		}
+		fmt.Fprintf(c.out, "Cluster: %s (%s)  epoch %d  config v%d%s%s\n", st.Identity.GetName(), st.Identity.GetUuid(),
+			st.Primary.GetEpoch(), st.Config.GetVersion(), pausedNote(st), restartNote(leader))
+		var primaryLSN uint64
+		if h := health[st.Primary.GetMemberId()]; h != nil {
+			primaryLSN = h.WalLsn
+		}
+		sync := map[string]bool{}
+		for _, id := range st.Sync.GetMembers() {
+			sync[id] = true
+		}
+		w := c.table("MEMBER", "HOST", "ROLE", "STATE", "TL", "LAG", "PENDING RESTART", "TAGS")
+		for _, m := range st.Members {
+			h := health[m.Id]
+			role := memberRole(st, m, sync)
+			state, tl, lag, pending := "unreachable", "-", "-", ""
+			if h != nil {
+				state = strings.ToLower(strings.TrimPrefix(h.State.String(), "PG_STATE_"))
+				if h.Error != "" {
+					state += " (" + h.Error + ")"
 				}
-				if m.Role == pb.MemberRole_MEMBER_ROLE_WITNESS {
-					state, tl = "-", "-"
+				tl = fmt.Sprint(h.Timeline)
+				if l, ok := lagOf(h, primaryLSN, role); ok {
+					lag = fmt.Sprint(l)
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, dash(m.PgAddr), role, state, tl, lag, pending, tagString(m.Tags))
+				if h.PendingRestart {
+					pending = "*"
+				}
 			}
-			if err := w.Flush(); err != nil {
-				return err
+			if m.Role == pb.MemberRole_MEMBER_ROLE_WITNESS {
+				state, tl = "-", "-"
 			}
-			return c.printBouncers(st, leader, note)
-		},
-	}
+			fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", m.Id, dash(m.PgAddr), role, state, tl, lag, pending, tagString(m.Tags))
+		}
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		return c.printBouncers(st, leader, note)
+	})
 }
 
 // restartNote mentions the restart the leader holds for later.
