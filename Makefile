@@ -4,7 +4,7 @@ BIN       ?= bin/pgquorum
 PKGS      ?= ./...
 PROTO_DIR := proto
 
-.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop bench-failover bench-switchover chaos fuzz-short
+.PHONY: all build test test-short lint proto deps tools clean demo demo-failover demo-stop bench-failover bench-switchover bench-idle chaos fuzz-short
 
 all: build
 
@@ -82,6 +82,12 @@ bench-failover: deps
 bench-switchover: deps
 	PGQUORUMBENCH=switchover PGQUORUMBENCH_TRIALS=$(TRIALS) PGQUORUMBENCH_PROFILE=$(PROFILE) \
 	  $(GO) test -count=1 -timeout 60m -run '^TestBenchSwitchover$$' -v ./internal/e2e/ | grep -E 'trial|SWITCHOVER|FAIL|ok|PASS'
+
+## bench-idle: CPU and RSS of each agent of an idle three-node cluster (WINDOW, PROFILE)
+WINDOW ?= 60s
+bench-idle: deps
+	PGQUORUMBENCH=idle PGQUORUMBENCH_PROFILE=$(PROFILE) PGQUORUMBENCH_WINDOW=$(WINDOW) \
+	  $(GO) test -count=1 -timeout 30m -run '^TestBenchIdle$$' -v ./internal/e2e/ | grep -E 'IDLE|FAIL|ok|PASS'
 
 ## chaos: a fault campaign in network namespaces (root; DURATION, SEED to replay; see docs/chaos.md)
 DURATION ?= 30m

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -48,6 +49,15 @@ func benchSetup(t *testing.T, profile string) (*e2e.Cluster, string, map[string]
 	}
 	pgb := pgtest.StartPgBouncer(t, pgtest.PgBouncerOptions{Users: map[string]string{"postgres": e2e.SuperuserPassword}})
 	startBouncerAgent(t, c, pgb)
+	if os.Getenv("PGQUORUME2E_KEEP") != "" {
+		// PgBouncer's own log (server logins, pauses) beside the agents'
+		// logs, for reading a trial's timeline afterwards.
+		t.Cleanup(func() {
+			if b, err := os.ReadFile(pgb.LogPath); err == nil {
+				_ = os.WriteFile(filepath.Join(c.Base, "bouncer", "pgbouncer.log"), b, 0o644)
+			}
+		})
+	}
 	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=app sslmode=disable connect_timeout=5",
 		pgb.Port, e2e.SuperuserPassword)
 	port := map[string]int{}
@@ -367,4 +377,143 @@ func watchExposures(t *testing.T, ctx context.Context, c *e2e.Cluster) func(uint
 		defer mu.Unlock()
 		return seen[epoch]
 	}
+}
+
+// TestBenchIdle measures what an idle cluster costs (DESIGN.md: an idle
+// node under 1 % of a core and 64 MiB RSS): it starts three nodes, waits
+// until they are healthy, lets them settle, then reads each agent's CPU
+// time (utime+stime in /proc/PID/stat) at both ends of a window
+// (PGQUORUMBENCH_WINDOW, default 60s) and its RSS at the end, and prints
+// them by role. It also counts the Raft entries committed in the window,
+// which on an idle cluster are all lease renewals.
+func TestBenchIdle(t *testing.T) {
+	_, profile := benchEnabled(t, "idle")
+	window := 60 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("PGQUORUMBENCH_WINDOW")); err == nil && d > 0 {
+		window = d
+	}
+	c := e2e.New(t, e2e.Options{Profile: profile})
+	c.WaitHealthy(120 * time.Second)
+	// Start-up work (base backups, the first checkpoints, slot creation)
+	// is not idling.
+	time.Sleep(idleSettle)
+	primary, epoch := c.WaitHealthy(60 * time.Second)
+	pool := rpc.NewPool(nil)
+	defer pool.Close()
+	leader, commit0 := idleLeader(t, pool, c)
+	pids := map[string]int{}
+	before := map[string]time.Duration{}
+	for _, id := range c.PostgresNodes() {
+		pids[id] = c.AgentPID(id)
+		if pids[id] == 0 {
+			t.Fatalf("agent %s not running", id)
+		}
+		before[id] = procCPU(t, pids[id])
+	}
+	guard := c.GuardPID(primary)
+	guardBefore := time.Duration(0)
+	if guard > 0 {
+		guardBefore = procCPU(t, guard)
+	}
+	t.Logf("idling for %v: agent PIDs %v, fence guard %d", window, pids, guard)
+	t0 := time.Now()
+	time.Sleep(window)
+	elapsed := time.Since(t0)
+	used := map[string]time.Duration{}
+	for id, pid := range pids {
+		used[id] = procCPU(t, pid) - before[id]
+	}
+	guardUsed := time.Duration(0)
+	if guard > 0 {
+		guardUsed = procCPU(t, guard) - guardBefore
+	}
+	leader2, commit1 := idleLeader(t, pool, c)
+	if p, e := c.WaitHealthy(30 * time.Second); p != primary || e != epoch || leader2 != leader {
+		t.Errorf("the cluster did not stay idle: primary %s -> %s, epoch %d -> %d, leader %s -> %s", primary, p, epoch, e, leader, leader2)
+	}
+	t.Logf("IDLE (%s profile, %v window): Raft entries committed %d (%.2f/s)", profile, elapsed.Round(time.Second),
+		commit1-commit0, float64(commit1-commit0)/elapsed.Seconds())
+	for _, id := range c.PostgresNodes() {
+		var roles []string
+		if id == leader {
+			roles = append(roles, "leader")
+		}
+		if id == primary {
+			roles = append(roles, "primary")
+		} else {
+			roles = append(roles, "replica")
+		}
+		t.Logf("IDLE (%s profile): %s %-14s agent CPU %5.2f %% of a core, RSS %5.1f MiB", profile, id,
+			strings.Join(roles, "+"), 100*used[id].Seconds()/elapsed.Seconds(), float64(procRSS(pids[id]))/(1<<20))
+	}
+	if guard > 0 {
+		t.Logf("IDLE (%s profile): %s fence guard      CPU %5.2f %% of a core, RSS %5.1f MiB", profile, primary,
+			100*guardUsed.Seconds()/elapsed.Seconds(), float64(procRSS(guard))/(1<<20))
+	}
+}
+
+// idleSettle is how long TestBenchIdle waits after the cluster is healthy
+// before it starts counting.
+const idleSettle = 20 * time.Second
+
+// idleLeader asks every node for its status and returns the Raft leader
+// and the highest commit index seen.
+func idleLeader(t *testing.T, pool *rpc.Pool, c *e2e.Cluster) (string, uint64) {
+	t.Helper()
+	leader, commit := "", uint64(0)
+	for _, n := range c.Nodes {
+		cl, err := pool.Client(n.GRPCAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		st, err := cl.Status(ctx, &pb.StatusRequest{})
+		cancel()
+		if err != nil {
+			t.Fatalf("status of %s: %v", n.ID, err)
+		}
+		if st.LeaderId != "" {
+			leader = st.LeaderId
+		}
+		commit = max(commit, st.CommitIndex)
+	}
+	return leader, commit
+}
+
+// clockTicks is the kernel's USER_HZ, the unit of utime and stime in
+// /proc/PID/stat (100 on every Linux architecture Go supports here).
+const clockTicks = 100
+
+// procCPU returns the CPU time (user + system) pid has used so far.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name, which may hold spaces: state is
+	// field 3, utime 14 and stime 15 (proc(5)).
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	utime, err1 := strconv.ParseInt(f[14-3], 10, 64)
+	stime, err2 := strconv.ParseInt(f[15-3], 10, 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("/proc/%d/stat: %q", pid, s)
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks
+}
+
+// procRSS returns the resident set size of pid in bytes (VmRSS), or 0.
+func procRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
