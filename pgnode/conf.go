@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Files pgnode owns inside the data directory. postgresql.conf includes
@@ -25,13 +26,16 @@ const (
 )
 
 // replicationDefaults are written before Config.Parameters, which may
-// override them.
+// override them. wal_receiver_status_interval is ReceiverStatusInterval:
+// the PostgreSQL default (10 s) would make an idle, healthy standby look
+// silent to a primary that judges it by its reply age.
 var replicationDefaults = map[string]string{
-	"wal_level":             "replica",
-	"max_wal_senders":       "10",
-	"max_replication_slots": "10",
-	"wal_keep_size":         "256MB",
-	"wal_log_hints":         "on",
+	"wal_level":                    "replica",
+	"max_wal_senders":              "10",
+	"max_replication_slots":        "10",
+	"wal_keep_size":                "256MB",
+	"wal_log_hints":                "on",
+	"wal_receiver_status_interval": fmt.Sprintf("%ds", int(ReceiverStatusInterval/time.Second)),
 }
 
 // quoteConf quotes v for postgresql.conf.

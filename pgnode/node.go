@@ -30,6 +30,9 @@ type Node struct {
 	connMu sync.Mutex // guards idle
 	// idle is a local connection kept between probes (see withConn).
 	idle *pgx.Conn
+
+	// replies measures the standbys' reply ages across probes.
+	replies replyTracker
 }
 
 // New validates cfg (after applying defaults) and returns a Node. It does

@@ -250,6 +250,20 @@ type ReplicaStatus struct {
 	// SyncState is "async", "potential", "sync" or "quorum".
 	SyncState    string
 	SyncPriority int
+	// PID is the walsender's process ID.
+	PID int32
+	// ReplyTime is reply_time: when the standby sent its last reply, by
+	// the standby's clock (zero before the first reply).
+	ReplyTime time.Time
+	// ReplyAge is how long ReplyTime has stayed the same across this
+	// Node's probes, on the agent's monotonic clock: zero when a reply
+	// came since the previous probe (see replyTracker for why not
+	// now() - reply_time). A standby alive replies at least every
+	// ReceiverStatusInterval, so an age well past it means the standby
+	// stopped replying although State may still say "streaming": a
+	// connection that died silently stays "streaming" until
+	// wal_sender_timeout.
+	ReplyAge time.Duration
 }
 
 // Status is what Probe saw of the running server.
@@ -367,7 +381,8 @@ func (n *Node) Probe(ctx context.Context) (Status, error) {
 			}
 		}
 		rows, err := c.Query(ctx, `SELECT coalesce(application_name, ''), coalesce(client_addr::text, ''), coalesce(state, ''),
-			sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text, coalesce(sync_state, ''), coalesce(sync_priority, 0)
+			sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text, coalesce(sync_state, ''), coalesce(sync_priority, 0),
+			pid, reply_time
 			FROM pg_stat_replication ORDER BY application_name`)
 		if err != nil {
 			return err
@@ -375,16 +390,22 @@ func (n *Node) Probe(ctx context.Context) (Status, error) {
 		for rows.Next() {
 			var r ReplicaStatus
 			var sent, write, flush, replay *string
-			if err := rows.Scan(&r.ApplicationName, &r.ClientAddr, &r.State, &sent, &write, &flush, &replay, &r.SyncState, &r.SyncPriority); err != nil {
+			var reply *time.Time
+			if err := rows.Scan(&r.ApplicationName, &r.ClientAddr, &r.State, &sent, &write, &flush, &replay, &r.SyncState, &r.SyncPriority,
+				&r.PID, &reply); err != nil {
 				rows.Close()
 				return err
 			}
 			r.SentLSN, r.WriteLSN, r.FlushLSN, r.ReplayLSN = parseLSNPtr(sent), parseLSNPtr(write), parseLSNPtr(flush), parseLSNPtr(replay)
+			if reply != nil {
+				r.ReplyTime = *reply
+			}
 			st.Replicas = append(st.Replicas, r)
 		}
 		if err := rows.Err(); err != nil {
 			return err
 		}
+		n.replies.observe(st.Replicas, time.Now())
 		pr, err := pendingRestart(ctx, c)
 		st.PendingRestart = pr
 		return err

@@ -1218,8 +1218,14 @@ type ReplicaHealth struct {
 	FlushLsn        uint64                 `protobuf:"varint,3,opt,name=flush_lsn,json=flushLsn,proto3" json:"flush_lsn,omitempty"`
 	ReplayLsn       uint64                 `protobuf:"varint,4,opt,name=replay_lsn,json=replayLsn,proto3" json:"replay_lsn,omitempty"`
 	State           string                 `protobuf:"bytes,5,opt,name=state,proto3" json:"state,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// reply_age_ms is how long the standby has sent no reply, as the
+	// primary's agent measured it on its own clock (the standby replies at
+	// least every second while alive). A connection that died silently
+	// stays state "streaming" until wal_sender_timeout; this age shows it
+	// within seconds.
+	ReplyAgeMs    int64 `protobuf:"varint,6,opt,name=reply_age_ms,json=replyAgeMs,proto3" json:"reply_age_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ReplicaHealth) Reset() {
@@ -1285,6 +1291,13 @@ func (x *ReplicaHealth) GetState() string {
 		return x.State
 	}
 	return ""
+}
+
+func (x *ReplicaHealth) GetReplyAgeMs() int64 {
+	if x != nil {
+		return x.ReplyAgeMs
+	}
+	return 0
 }
 
 // PostgresHealth is a node's view of its own PostgreSQL.
@@ -2568,7 +2581,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tmember_id\x18\x01 \x01(\tR\bmemberId\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x127\n" +
-	"\bpostgres\x18\x03 \x01(\v2\x1b.pgquorum.v1.PostgresHealthR\bpostgres\"\xab\x01\n" +
+	"\bpostgres\x18\x03 \x01(\v2\x1b.pgquorum.v1.PostgresHealthR\bpostgres\"\xcd\x01\n" +
 	"\rReplicaHealth\x12)\n" +
 	"\x10application_name\x18\x01 \x01(\tR\x0fapplicationName\x12\x1d\n" +
 	"\n" +
@@ -2576,7 +2589,9 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\tflush_lsn\x18\x03 \x01(\x04R\bflushLsn\x12\x1d\n" +
 	"\n" +
 	"replay_lsn\x18\x04 \x01(\x04R\treplayLsn\x12\x14\n" +
-	"\x05state\x18\x05 \x01(\tR\x05state\"\xc4\x04\n" +
+	"\x05state\x18\x05 \x01(\tR\x05state\x12 \n" +
+	"\freply_age_ms\x18\x06 \x01(\x03R\n" +
+	"replyAgeMs\"\xc4\x04\n" +
 	"\x0ePostgresHealth\x12*\n" +
 	"\x05state\x18\x01 \x01(\x0e2\x14.pgquorum.v1.PgStateR\x05state\x12\x1f\n" +
 	"\vin_recovery\x18\x02 \x01(\bR\n" +
