@@ -65,9 +65,11 @@ type actuator struct {
 	// stuckSince is when this standby was first seen not streaming from
 	// the upstream it follows (zero while it streams; see diverge.go).
 	stuckSince time.Time
-	// pgSync is the synchronous standby list last set in PostgreSQL.
+	// pgSync is the synchronous standby list last set in PostgreSQL, and
+	// pgSyncLSN the WAL position read right after (see joinedSync).
 	pgSync    []string
 	pgSyncSet bool
+	pgSyncLSN uint64
 
 	wake chan struct{}
 	// requests carries operators' restarts, reloads and reinits to the

@@ -92,7 +92,7 @@ func healthOf(info pgnode.DataDirInfo, st pgnode.Status, proc pgnode.ProcessInfo
 	for _, r := range st.Replicas {
 		h.Replicas = append(h.Replicas, &pb.ReplicaHealth{
 			ApplicationName: r.ApplicationName, SyncState: r.SyncState, State: r.State,
-			FlushLsn: uint64(r.FlushLSN), ReplayLsn: uint64(r.ReplayLSN),
+			FlushLsn: uint64(r.FlushLSN), ReplayLsn: uint64(r.ReplayLSN), ReplyAgeMs: r.ReplyAge.Milliseconds(),
 		})
 	}
 	return h

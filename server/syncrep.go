@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sort"
+	"time"
 
+	"github.com/pgquorum/pgquorum/pgnode"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 )
 
@@ -16,8 +19,12 @@ import (
 //     promoted automatically),
 //  2. then PostgreSQL is told the new set,
 //  3. members joining enter the FSM only once PostgreSQL reports them
-//     'sync', that is, after the primary has started waiting for them.
+//     'sync', that is, after the primary has started waiting for them,
+//     and they have flushed every write acknowledged before (joinedSync).
 //
+// A healthy standby streams and has replied within replyStaleAfter: one
+// whose connection died silently still shows "streaming" for up to
+// wal_sender_timeout, and left in the set it would stall every write.
 // In mode "on" with no healthy standby the FSM records the fall back to
 // async (degraded) before PostgreSQL stops waiting; mode "strict" never
 // stops waiting.
@@ -34,49 +41,56 @@ func (a *actuator) manageSync(ctx context.Context, st *pb.ClusterState) error {
 		}
 		return a.setPGSync(ctx, nil, 0)
 	}
-	want := a.desiredSync(st, health)
+	want := desiredSync(st, health, replyStaleAfter(a.s.opts.Timing))
 	keep := intersect(recorded, want)
 	if len(keep) != len(recorded) {
 		if err := a.recordSync(ctx, epoch, keep, st.Sync.GetDegraded()); err != nil {
 			return err
 		}
 	}
+	names, count := pgSyncFor(st, want)
 	if len(want) == 0 {
-		if cfg.GetSynchronousMode() == pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT {
-			// Never stop waiting: wait for any eligible member that
-			// comes back (the inherited list may name dead ones).
-			return a.setPGSync(ctx, a.eligibleSync(st), int(max(cfg.GetSynchronousNodeCount(), 1)))
-		}
-		if !st.Sync.GetDegraded() || len(keep) > 0 {
+		if count == 0 && (!st.Sync.GetDegraded() || len(keep) > 0) {
 			if err := a.recordSync(ctx, epoch, nil, true); err != nil {
 				return err
 			}
 		}
-		return a.setPGSync(ctx, nil, 0)
+		return a.setPGSync(ctx, names, count)
 	}
-	if err := a.setPGSync(ctx, want, len(want)); err != nil {
+	if err := a.setPGSync(ctx, names, count); err != nil {
 		return err
 	}
-	added := keep
-	for _, r := range health.GetReplicas() {
-		if slices.Contains(want, r.ApplicationName) && r.SyncState == "sync" && !slices.Contains(added, r.ApplicationName) {
-			added = append(added, r.ApplicationName)
-		}
-	}
-	sort.Strings(added)
+	a.mu.Lock()
+	target := a.pgSyncLSN
+	a.mu.Unlock()
+	added := joinedSync(keep, want, health, target)
 	if !slices.Equal(added, sortedCopy(recorded)) || (st.Sync.GetDegraded() && len(added) > 0) {
 		return a.recordSync(ctx, epoch, added, false)
 	}
 	return nil
 }
 
-// desiredSync picks up to synchronous_node_count streaming standbys that
-// may be promoted, keeping the ones already recorded first.
-func (a *actuator) desiredSync(st *pb.ClusterState, h *pb.PostgresHealth) []string {
+// replyStaleAfter is how long a standby may go without replying to the
+// primary and still count as streaming for the synchronous set: the ttl,
+// but never less than two status intervals and a probe interval, so that
+// an idle standby that is alive (it replies every
+// pgnode.ReceiverStatusInterval; the probe sees it every loop_wait) is
+// never taken for a silent one. A standby cut off without a reset keeps
+// state "streaming" until wal_sender_timeout (60 s by default) and every
+// write waits for it; with this bound another standby takes its place
+// within about the ttl.
+func replyStaleAfter(t Timing) time.Duration {
+	return max(t.TTL, 2*pgnode.ReceiverStatusInterval+t.LoopWait)
+}
+
+// desiredSync picks up to synchronous_node_count standbys that stream,
+// replied within staleAfter and may be promoted, keeping the ones already
+// recorded first.
+func desiredSync(st *pb.ClusterState, h *pb.PostgresHealth, staleAfter time.Duration) []string {
 	n := int(max(st.Config.GetSynchronousNodeCount(), 1))
 	streaming := map[string]bool{}
 	for _, r := range h.GetReplicas() {
-		if r.State == "streaming" {
+		if r.State == "streaming" && time.Duration(r.ReplyAgeMs)*time.Millisecond <= staleAfter {
 			streaming[r.ApplicationName] = true
 		}
 	}
@@ -104,6 +118,26 @@ func (a *actuator) desiredSync(st *pb.ClusterState, h *pb.PostgresHealth) []stri
 	return ids
 }
 
+// joinedSync returns keep plus the members of want that may now enter the
+// FSM's synchronous set (sorted): PostgreSQL reports them 'sync', so it
+// waits for them, and they have flushed target, the primary's WAL
+// position right after synchronous_standby_names last changed. Every
+// write acknowledged before that change (by standbys that may have left
+// the set) lies below target, every write after it waited for them; a
+// standby that is 'sync' but still catching up would otherwise be
+// recorded while it lacks writes the old set acknowledged.
+func joinedSync(keep, want []string, h *pb.PostgresHealth, target uint64) []string {
+	added := slices.Clone(keep)
+	for _, r := range h.GetReplicas() {
+		if slices.Contains(want, r.ApplicationName) && r.SyncState == "sync" && r.FlushLsn >= target &&
+			!slices.Contains(added, r.ApplicationName) {
+			added = append(added, r.ApplicationName)
+		}
+	}
+	sort.Strings(added)
+	return added
+}
+
 func (a *actuator) recordSync(ctx context.Context, epoch uint64, members []string, degraded bool) error {
 	req := &pb.SetSync{Epoch: epoch, Members: members, Degraded: degraded}
 	return a.s.callLeader(ctx, func(ctx context.Context, c pb.AdminClient) error {
@@ -112,8 +146,24 @@ func (a *actuator) recordSync(ctx context.Context, epoch uint64, members []strin
 	})
 }
 
+// pgSyncFor returns what synchronous_standby_names must hold, as FIRST
+// count (names), for want, the healthy standbys desiredSync picked: want,
+// every one of them waited for. With none, mode "strict" waits for any
+// eligible member that comes back (never stop waiting; the inherited list
+// may name dead ones), mode "on" for nobody (the caller records the
+// degradation first).
+func pgSyncFor(st *pb.ClusterState, want []string) ([]string, int) {
+	switch {
+	case len(want) > 0:
+		return want, len(want)
+	case st.Config.GetSynchronousMode() == pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT:
+		return eligibleSync(st), int(max(st.Config.GetSynchronousNodeCount(), 1))
+	}
+	return nil, 0
+}
+
 // eligibleSync lists every member that may serve as a synchronous standby.
-func (a *actuator) eligibleSync(st *pb.ClusterState) []string {
+func eligibleSync(st *pb.ClusterState) []string {
 	var ids []string
 	for _, m := range st.Members {
 		if m.Id != st.Primary.MemberId && m.Role == pb.MemberRole_MEMBER_ROLE_POSTGRES && !m.Tags.GetNofailover() {
@@ -136,10 +186,18 @@ func (a *actuator) setPGSync(ctx context.Context, names []string, count int) err
 	if err := a.pg.SetSynchronousStandbys(ctx, names, count); err != nil {
 		return err
 	}
+	// The WAL position now bounds every write acknowledged under the old
+	// setting (see joinedSync). Without it the setting is applied again
+	// next round.
+	st, err := a.pg.Probe(ctx)
+	if err != nil {
+		return fmt.Errorf("WAL position after setting synchronous standbys: %w", err)
+	}
 	a.mu.Lock()
 	a.pgSync, a.pgSyncSet = slices.Clone(names), true
+	a.pgSyncLSN = uint64(max(st.CurrentLSN, st.ReceiveLSN, st.ReplayLSN))
 	a.mu.Unlock()
-	a.log.Info("synchronous_standby_names set", "standbys", names)
+	a.log.Info("synchronous_standby_names set", "standbys", names, "lsn", max(st.CurrentLSN, st.ReceiveLSN, st.ReplayLSN))
 	return nil
 }
 
