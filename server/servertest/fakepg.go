@@ -64,6 +64,9 @@ type Host struct {
 	gen        int  // bumped on every postmaster start
 	stopAsked  bool // the last exit was requested by a driver
 	paused     bool // replay paused (test knob)
+	// cutAt is when this standby's replication connection was cut
+	// silently (test knob; zero: not cut), see CutReplication.
+	cutAt      time.Time
 	starts     int
 	failRewind bool
 	failStart  bool
@@ -251,7 +254,7 @@ func (w *World) streamingFrom(s, p *Host) bool {
 // upstream, following it onto a newer timeline.
 func (w *World) replicate() {
 	for _, s := range w.hosts {
-		if !s.running || !s.inRecovery || s.paused {
+		if !s.running || !s.inRecovery || s.paused || !s.cutAt.IsZero() {
 			continue
 		}
 		if p := w.source(s.upstream); p != nil && w.streamingFrom(s, p) {
@@ -435,6 +438,25 @@ func (w *World) PauseReplay(id string, paused bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.host(id).paused = paused
+	w.replicate()
+}
+
+// CutReplication cuts (or restores) standby id's replication connection
+// the way a network partition that drops packets does: the standby
+// receives nothing and replies nothing, yet the primary keeps it
+// "streaming" (as PostgreSQL does until wal_sender_timeout), still
+// counts it for synchronous_standby_names, so commits that wait for it
+// are not acknowledged, and reports its reply age growing from the cut.
+func (w *World) CutReplication(id string, cut bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h := w.host(id)
+	switch {
+	case !cut:
+		h.cutAt = time.Time{}
+	case h.cutAt.IsZero():
+		h.cutAt = time.Now()
+	}
 	w.replicate()
 }
 
@@ -768,8 +790,12 @@ func (f *FakePostgres) Probe(ctx context.Context) (pgnode.Status, error) {
 			state = "potential"
 		}
 		sl := pgnode.LSN(lsnOf(s.data))
+		var age time.Duration
+		if !s.cutAt.IsZero() {
+			age = time.Since(s.cutAt)
+		}
 		st.Replicas = append(st.Replicas, pgnode.ReplicaStatus{ApplicationName: id, State: "streaming",
-			SentLSN: sl, WriteLSN: sl, FlushLSN: sl, ReplayLSN: sl, SyncState: state})
+			SentLSN: sl, WriteLSN: sl, FlushLSN: sl, ReplayLSN: sl, SyncState: state, ReplyAge: age})
 	}
 	return st, nil
 }
