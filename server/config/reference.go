@@ -136,6 +136,12 @@ What the keys mean at run time:
   (stops taking writes).
 - The decider counts the old primary's lease from the moment it *observed* the last renewal and
   assigns a new primary no sooner than ` + "`ttl + safety_margin`" + ` after it.
+- In synchronous mode the primary replaces a synchronous standby that has not replied to it for
+  ` + "`max(ttl, 2s + loop_wait)`" + ` (2.5s default, 2.25s fast, 10s conservative), even while
+  PostgreSQL still lists it ` + "`streaming`" + ` (see docs/concepts.md). For this pgquorum writes
+  ` + "`wal_receiver_status_interval = 1s`" + ` on every node, so a live standby replies every second; a
+  cluster parameter may override it, but a value above 1s (or 0) makes idle, healthy standbys look
+  silent. ` + "`wal_sender_timeout` and `wal_receiver_timeout`" + ` are left at PostgreSQL's defaults.
 
 Raft's timeouts are derived from these keys and cannot be set on their own:
 
