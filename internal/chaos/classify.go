@@ -32,7 +32,12 @@ func classify(err error, committedLocally bool) (Outcome, string) {
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Fail, "no row"
 	}
-	if pgconn.SafeToRetry(err) {
+	// pgx marks "conn closed" safe to retry even when it comes from
+	// reading the result of a query it did send (the socket died under
+	// it, e.g. PgBouncer killed: seed 7119058605134430076, an id reported
+	// failed that had committed). Clients here never reuse a connection
+	// after an error, so "conn closed" always means mid-query.
+	if pgconn.SafeToRetry(err) && !errors.Is(err, pgconn.ErrConnClosed) {
 		return Fail, "not sent: " + short(err)
 	}
 	var pgErr *pgconn.PgError

@@ -27,6 +27,9 @@ func TestClassify(t *testing.T) {
 		{"error after a committed-locally warning", pgErr("ERROR", "25006", "x"), true, Unknown},
 		{"timeout", fmt.Errorf("timeout: %w", context.DeadlineExceeded), false, Unknown},
 		{"connection reset", errors.New("read tcp: connection reset by peer"), false, Unknown},
+		{"not sent", retryable{errors.New("dial tcp: connection refused")}, false, Fail},
+		// pgx's "conn closed" from reading a result claims SafeToRetry.
+		{"conn closed mid-query", retryable{pgconn.ErrConnClosed}, false, Unknown},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -36,3 +39,10 @@ func TestClassify(t *testing.T) {
 		})
 	}
 }
+
+// retryable is an error pgx marks safe to retry, as its connLockError.
+type retryable struct{ err error }
+
+func (e retryable) Error() string     { return e.err.Error() }
+func (e retryable) Unwrap() error     { return e.err }
+func (e retryable) SafeToRetry() bool { return true }
