@@ -30,6 +30,8 @@ type Config struct {
 	// after a fault is healed.
 	HealBound            time.Duration
 	Inserters, Registers int
+	// Nodes is the number of pgquorum nodes, 3 to 5.
+	Nodes int
 }
 
 // Cycle is one fault cycle: what struck, when, and how the cluster came
@@ -49,7 +51,32 @@ type Cycle struct {
 	// Outage is the longest stretch without an acknowledged insert from
 	// the fault until healthy.
 	Outage time.Duration
-	Err    string
+	// Recovery is the time from the bound's reference point (the heal,
+	// or the fault for a lone failover: FromStart) to the first insert
+	// acknowledged that was called after it; -1 when none came within
+	// Bound (or before the campaign went on).
+	Recovery  time.Duration
+	Bound     time.Duration
+	FromStart bool
+	Err       string
+}
+
+// OverBound says how the cycle missed its recovery bound, or "".
+func (c Cycle) OverBound() string {
+	if c.Err != "" || c.Bound == 0 {
+		return "" // did not heal: a violation of its own
+	}
+	from := "heal"
+	if c.FromStart {
+		from = "fault"
+	}
+	switch {
+	case c.Recovery < 0:
+		return fmt.Sprintf("no write acknowledged within %v of the %s", c.Bound, from)
+	case c.Recovery > c.Bound:
+		return fmt.Sprintf("first write acknowledged %.2fs after the %s, bound %v", c.Recovery.Seconds(), from, c.Bound)
+	}
+	return ""
 }
 
 func (c Cycle) String() string {
@@ -59,6 +86,13 @@ func (c Cycle) String() string {
 		s += fmt.Sprintf("; failover %.2fs", c.Failover.Seconds())
 	}
 	s += fmt.Sprintf("; longest write gap %.2fs", c.Outage.Seconds())
+	if c.Bound > 0 {
+		from := "heal"
+		if c.FromStart {
+			from = "fault"
+		}
+		s += fmt.Sprintf("; write again %.2fs after the %s (bound %v)", c.Recovery.Seconds(), from, c.Bound)
+	}
 	if c.Err != "" {
 		s += "; ERROR " + c.Err
 	}
@@ -76,6 +110,32 @@ type campaign struct {
 	deck    []string
 	cycles  []Cycle
 	skipped int
+	// epochs collects the primary assignments seen in the FSM history.
+	epochs map[uint64]Assignment
+}
+
+// noteEpochs adds the FSM history's assignments to cp.epochs (the FSM
+// keeps only the newest fsm.HistoryLimit).
+func (cp *campaign) noteEpochs(ctx context.Context) {
+	as, err := cp.c.Assignments(ctx, cp.h)
+	if err != nil {
+		return
+	}
+	if cp.epochs == nil {
+		cp.epochs = map[uint64]Assignment{}
+	}
+	for _, a := range as {
+		cp.epochs[a.Epoch] = a
+	}
+}
+
+// assignments are the collected assignments by epoch.
+func (cp *campaign) assignments() []Assignment {
+	out := make([]Assignment, 0, len(cp.epochs))
+	for _, e := range sortedKeys(cp.epochs) {
+		out = append(out, cp.epochs[e])
+	}
+	return out
 }
 
 // draw takes the next kind from a shuffled deck of every allowed kind,
@@ -160,6 +220,7 @@ func (cp *campaign) run(ctx context.Context) {
 // healthy again.
 func (cp *campaign) cycle(ctx context.Context, n int, kinds []string, hold time.Duration, rng *rand.Rand) Cycle {
 	cy := Cycle{N: n}
+	cp.noteEpochs(ctx)
 	v, err := cp.view(ctx)
 	if err != nil {
 		cy.Err = "before the fault: " + err.Error()
@@ -207,7 +268,45 @@ func (cp *campaign) cycle(ctx context.Context, n int, kinds []string, hold time.
 	}
 	cy.After = primary
 	cy.Failover, cy.Outage = cp.measure(cy, v.primary.Host.IP)
+	cp.noteEpochs(ctx)
+	cp.recovery(ctx, &cy)
 	return cy
+}
+
+// recovery measures how soon writes flowed again, against the cycle's
+// bound: from the fault when one fault with FromStart struck alone, else
+// from the heal, with the largest bound of the cycle's kinds. Writes flow
+// again at the first acknowledged insert after the reference point, or at
+// the end of the last outage after it (RecoveryFrom): a fault that stops
+// writes a moment after it strikes is measured from the fault, not from
+// the last write that slipped through. It waits until an insert is
+// acknowledged after the cluster was found healthy, at most until the
+// bound has passed and 10 s more.
+func (cp *campaign) recovery(ctx context.Context, cy *Cycle) {
+	ref := cy.Healed
+	for _, f := range cy.Faults {
+		kind, _, _ := strings.Cut(f, ":")
+		cy.Bound = max(cy.Bound, nemesis(kind).Recover)
+	}
+	if len(cy.Faults) == 1 {
+		kind, _, _ := strings.Cut(cy.Faults[0], ":")
+		if nemesis(kind).FromStart {
+			ref, cy.FromStart = cy.Start, true
+		}
+	}
+	giveUp := max(cy.Healthy, ref+cy.Bound) + 10*time.Second
+	for {
+		returns := cp.h.AckReturns(ref)
+		if n := len(returns); n > 0 && returns[n-1] >= cy.Healthy {
+			cy.Recovery = RecoveryFrom(returns, ref)
+			return
+		}
+		if cy.Err != "" || cp.h.Now() > giveUp || ctx.Err() != nil {
+			cy.Recovery = -1
+			return
+		}
+		sleepCtx(ctx, 100*time.Millisecond)
+	}
 }
 
 // measure finds, in the history so far, the first insert acknowledged by

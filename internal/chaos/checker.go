@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"time"
 )
 
 // Read is the final read of one PostgreSQL member: every id in the table.
@@ -224,7 +225,7 @@ func diff(a, b []int64) (missing, extra []int64) {
 // head is at most the first ten ids, for messages.
 func head(ids []int64) []int64 { return ids[:min(len(ids), 10)] }
 
-func sortedKeys[K int | uint32 | string, V any](m map[K]V) []K {
+func sortedKeys[K int | uint32 | uint64 | string, V any](m map[K]V) []K {
 	keys := make([]K, 0, len(m))
 	for k := range m {
 		keys = append(keys, k)
@@ -250,4 +251,28 @@ func Excerpt(ops []Op, ids []int64, stale []Op) string {
 		b = append(b, "stale ack: "+o.String()+"\n"...)
 	}
 	return string(b)
+}
+
+// outageGap is the shortest stretch without an acknowledged insert that
+// counts as an outage: the inserters commit every few tens of
+// milliseconds between them.
+const outageGap = time.Second
+
+// RecoveryFrom is how long after ref writes flowed again: the return of
+// the first acknowledged insert after ref, or of the one that ended the
+// last outage (no ack for longer than outageGap) after ref, minus ref.
+// returns are the acks' return times in order. It is -1 when none
+// returned at or after ref.
+func RecoveryFrom(returns []time.Duration, ref time.Duration) time.Duration {
+	rec, last := time.Duration(-1), ref
+	for _, r := range returns {
+		if r < ref {
+			continue
+		}
+		if rec < 0 || r-last > outageGap {
+			rec = r - ref
+		}
+		last = r
+	}
+	return rec
 }

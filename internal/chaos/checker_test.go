@@ -138,3 +138,35 @@ func TestSummaryTable_OneRowPerFigure(t *testing.T) {
 		seen[key] = true
 	}
 }
+
+func TestRecoveryFrom(t *testing.T) {
+	tests := []struct {
+		name    string
+		returns []int
+		ref     int
+		want    int
+	}{
+		{"writes never stopped", []int{900, 1010, 1030, 1050}, 1000, 10},
+		// A write slipped through right after the fault, then nothing
+		// for 9 s: writes flowed again at 10 s.
+		{"outage after a straggler", []int{1010, 10000, 10020}, 1000, 9000},
+		{"two outages: the last counts", []int{1010, 4000, 4020, 8000, 8010}, 1000, 7000},
+		{"short gaps are no outage", []int{1010, 1900, 2800}, 1000, 10},
+		{"nothing after ref", []int{100, 900}, 1000, -1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var rs []time.Duration
+			for _, r := range tt.returns {
+				rs = append(rs, time.Duration(r)*time.Millisecond)
+			}
+			want := time.Duration(tt.want) * time.Millisecond
+			if tt.want < 0 {
+				want = -1
+			}
+			if got := RecoveryFrom(rs, time.Duration(tt.ref)*time.Millisecond); got != want {
+				t.Errorf("got %v, want %v", got, want)
+			}
+		})
+	}
+}

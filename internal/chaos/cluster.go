@@ -45,8 +45,9 @@ type Node struct {
 	handStarted atomic.Bool
 }
 
-// Cluster is the system under test: three nodes, PgBouncer and the
-// bouncer agent, each in its namespace of Net.
+// Cluster is the system under test: three to five nodes, PgBouncer and
+// the bouncer agent, each in its namespace of Net, and the client host the
+// workload connects from.
 type Cluster struct {
 	t       testing.TB
 	Net     *Net
@@ -54,6 +55,7 @@ type Cluster struct {
 	Dir     string
 	Nodes   []*Node
 	PGB     *Host
+	Client  *Host
 	pgb     *proc
 	bagent  *proc
 	pool    *rpc.Pool
@@ -64,7 +66,7 @@ type Cluster struct {
 // caller registers Close before anything else can fail.
 func StartCluster(t testing.TB, net *Net, dir string, nodes int) (*Cluster, error) {
 	e2e.StartReaper()
-	c := &Cluster{t: t, Net: net, Bin: e2e.Binary(t), Dir: dir, PGB: net.Host("pgb"), pool: rpc.NewPool(nil), adminPW: "pgb-admin-secret"}
+	c := &Cluster{t: t, Net: net, Bin: e2e.Binary(t), Dir: dir, PGB: net.Host("pgb"), Client: net.Host("cl"), pool: rpc.NewPool(nil), adminPW: "pgb-admin-secret"}
 	var initial []string
 	for i := 1; i <= nodes; i++ {
 		id := fmt.Sprintf("n%d", i)
@@ -76,10 +78,10 @@ func StartCluster(t testing.TB, net *Net, dir string, nodes int) (*Cluster, erro
 		}
 		pgtest.Chown(t, n.Dir)
 		c.Nodes = append(c.Nodes, n)
+		n.mounted = true // Close unmounts whatever got mounted
 		if err := mountVolume(n); err != nil {
 			return c, err
 		}
-		n.mounted = true
 		pgtest.Chown(t, filepath.Join(n.Dir, "vol"))
 		initial = append(initial, fmt.Sprintf("%s=%s:%d", id, n.Host.IP, raftPort))
 	}
@@ -109,8 +111,11 @@ func nodeConfig(n *Node, initial []string) string {
 	fmt.Fprintf(&b, "  superuser: {password: %q}\n  replication: {password: %q}\n  rewind: {password: %q}\n",
 		e2e.SuperuserPassword, e2e.ReplicationPassword, e2e.RewindPassword)
 	b.WriteString("  initdb: [--data-checksums, --encoding=UTF8, --locale=C, --no-sync]\n  parameters:\n")
+	// fsync stays on: the volume is memory-backed, so it costs little,
+	// and without it no WAL flush would ever wait on the disk the
+	// stall-disk-primary nemesis stalls.
 	params := map[string]string{
-		"fsync": "off", "shared_buffers": "16MB", "max_connections": "60",
+		"shared_buffers": "16MB", "max_connections": "60",
 		"wal_keep_size": "256MB", "log_min_messages": "warning",
 	}
 	keys := make([]string, 0, len(params))
@@ -161,7 +166,7 @@ server_fast_close = 1
 	}
 	c.pgb = &proc{name: "pgbouncer", host: c.PGB, logPath: filepath.Join(dir, "pgbouncer.stderr"), argv: []string{
 		"setpriv", "--reuid=" + pgtest.OSUser, "--regid=" + pgtest.OSUser, "--init-groups", pgtest.PgBouncerBin(), filepath.Join(dir, "pgbouncer.ini")}}
-	if err := c.pgb.start(); err != nil {
+	if err := c.startPgBouncer(); err != nil {
 		return err
 	}
 	var eps []string
@@ -177,7 +182,7 @@ pgbouncer:
   include_path: %s
 contact_lease: 3s
 tls: {insecure: true}
-log: {level: info}
+log: {level: info, format: json}
 clusters:
   - name: %s
     endpoints: [%s]
@@ -188,16 +193,25 @@ clusters:
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		return err
 	}
-	// PgBouncer must answer before the agent's first admin command.
+	c.bagent = &proc{name: "bouncer agent", host: c.PGB, argv: []string{c.Bin, "bouncer", "--config", path}, logPath: filepath.Join(dir, "bouncer-agent.log")}
+	return c.bagent.start()
+}
+
+// startPgBouncer starts PgBouncer (at setup, and again after the
+// kill-pgbouncer nemesis) and waits until it listens: it must answer
+// before the agent's first admin command.
+func (c *Cluster) startPgBouncer() error {
+	if err := c.pgb.start(); err != nil {
+		return err
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for dialOK(c.PGB.IP, bouncerPort) != nil {
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pgbouncer not listening on %s:%d: %s", c.PGB.IP, bouncerPort, e2e.Tail(filepath.Join(dir, "pgbouncer.log"), 2000))
+			return fmt.Errorf("pgbouncer not listening on %s:%d: %s", c.PGB.IP, bouncerPort, e2e.Tail(filepath.Join(c.Dir, "pgb", "pgbouncer.log"), 2000))
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.bagent = &proc{name: "bouncer agent", host: c.PGB, argv: []string{c.Bin, "bouncer", "--config", path}, logPath: filepath.Join(dir, "bouncer-agent.log")}
-	return c.bagent.start()
+	return nil
 }
 
 // Node returns the node with the given ID.

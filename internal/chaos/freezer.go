@@ -3,6 +3,7 @@
 package chaos
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -51,20 +52,82 @@ func (n *Net) Thaw(h *Host) error {
 	return os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0o644)
 }
 
-// removeCgroups thaws and removes the freezer cgroups of prefix, moving
-// any process still in one back to the root cgroup first.
+// blkioRoot is the cgroup v1 blkio hierarchy, whose throttle stalls a
+// loop device.
+const blkioRoot = "/sys/fs/cgroup/blkio"
+
+// throttleFiles are the blkio limits a stall sets on one device.
+var throttleFiles = []string{"blkio.throttle.write_bps_device", "blkio.throttle.read_bps_device",
+	"blkio.throttle.write_iops_device", "blkio.throttle.read_iops_device"}
+
+// Stall moves every process of h's namespace into the blkio cgroup
+// <prefix>-<host> and throttles its reads and writes on device dev
+// ("major:minor") to 1 byte and 1 operation per second: a disk that no
+// longer answers, for those processes only. Children (PostgreSQL's
+// backends, a restarted postmaster) inherit the cgroup. Only I/O a process
+// issues itself is throttled (cgroup v1 does not charge the kernel's
+// background writeback), which is what an fsync or a WAL flush does.
+func (n *Net) Stall(h *Host, dev string) error {
+	dir := filepath.Join(blkioRoot, h.NS)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, pid := range h.Pids() {
+		_ = os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644)
+	}
+	for _, f := range throttleFiles {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(dev+" 1"), 0o644); err != nil {
+			return fmt.Errorf("%s: %w", f, err)
+		}
+	}
+	return nil
+}
+
+// Unstall lifts the limits of Stall (the processes stay in the cgroup;
+// I/O queued behind the throttle is dispatched at once).
+func (n *Net) Unstall(h *Host, dev string) error {
+	dir := filepath.Join(blkioRoot, h.NS)
+	var errs []error
+	for _, f := range throttleFiles {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(dev+" 0"), 0o644); err != nil && !os.IsNotExist(err) {
+			errs = append(errs, fmt.Errorf("%s: %w", f, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeCgroups thaws and removes the freezer and blkio cgroups of prefix,
+// moving any process still in one back to the root cgroup first.
 func removeCgroups(prefix string) {
-	entries, _ := os.ReadDir(freezerRoot)
-	for _, e := range entries {
-		if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix+"-") {
-			continue
+	for _, root := range []string{freezerRoot, blkioRoot} {
+		entries, _ := os.ReadDir(root)
+		for _, e := range entries {
+			if !e.IsDir() || !strings.HasPrefix(e.Name(), prefix+"-") {
+				continue
+			}
+			dir := filepath.Join(root, e.Name())
+			if root == freezerRoot {
+				_ = os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0o644)
+			} else {
+				unthrottle(dir)
+			}
+			b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+			for _, f := range strings.Fields(string(b)) {
+				_ = os.WriteFile(filepath.Join(root, "cgroup.procs"), []byte(f), 0o644)
+			}
+			_ = os.Remove(dir)
 		}
-		dir := filepath.Join(freezerRoot, e.Name())
-		_ = os.WriteFile(filepath.Join(dir, "freezer.state"), []byte("THAWED"), 0o644)
-		b, _ := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
-		for _, f := range strings.Fields(string(b)) {
-			_ = os.WriteFile(filepath.Join(freezerRoot, "cgroup.procs"), []byte(f), 0o644)
+	}
+}
+
+// unthrottle removes every limit a blkio cgroup holds.
+func unthrottle(dir string) {
+	for _, f := range throttleFiles {
+		b, _ := os.ReadFile(filepath.Join(dir, f))
+		for _, line := range strings.Split(string(b), "\n") {
+			if dev, _, ok := strings.Cut(line, " "); ok {
+				_ = os.WriteFile(filepath.Join(dir, f), []byte(dev+" 0"), 0o644)
+			}
 		}
-		_ = os.Remove(dir)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"sync"
 	"time"
 )
@@ -91,6 +92,31 @@ func (h *History) Now() time.Duration { return time.Since(h.start) }
 
 // At converts a campaign time to a wall-clock time (for log correlation).
 func (h *History) At(d time.Duration) time.Time { return h.start.Add(d) }
+
+// Since converts a wall-clock time (a log line's, the leader's) to the
+// campaign clock.
+func (h *History) Since(t time.Time) time.Duration { return t.Sub(h.start) }
+
+// AckReturns returns the return times, in order, of the acknowledged
+// inserts that returned at or after from.
+func (h *History) AckReturns(from time.Duration) []time.Duration {
+	h.mu.Lock()
+	var out []time.Duration
+	// Ops are appended as they return, give or take a goroutine switch:
+	// scan back from the newest to a second before from.
+	for i := len(h.ops) - 1; i >= 0; i-- {
+		o := h.ops[i]
+		if o.Return < from-time.Second {
+			break
+		}
+		if o.Kind == KindInsert && o.Outcome == OK && o.Return >= from {
+			out = append(out, o.Return)
+		}
+	}
+	h.mu.Unlock()
+	slices.Sort(out)
+	return out
+}
 
 // Add records a completed attempt.
 func (h *History) Add(op Op) {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -221,11 +222,14 @@ func killAll(ns string) {
 	h := &Host{NS: ns}
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		pids := h.Pids()
+		pids := slices.DeleteFunc(h.Pids(), func(pid int) bool { return pid == os.Getpid() })
 		if len(pids) == 0 {
 			return
 		}
 		for _, pid := range pids {
+			if pid == os.Getpid() {
+				continue // never the test itself, whatever its threads did
+			}
 			_ = syscall.Kill(pid, syscall.SIGCONT) // a stopped process dies only when it runs
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}

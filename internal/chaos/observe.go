@@ -49,6 +49,29 @@ func (c *Cluster) Primary(ctx context.Context) (primary string, epoch uint64, sy
 	return p.GetMemberId(), p.GetEpoch(), st.GetSync().GetMembers(), nil
 }
 
+// Assignments returns the primary assignments of the FSM history
+// (bounded to the newest fsm.HistoryLimit; the campaign polls it every
+// cycle and keeps them all), with each member's address and the decision
+// time on the campaign clock.
+func (c *Cluster) Assignments(ctx context.Context, h *History) ([]Assignment, error) {
+	st, err := c.State(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Assignment
+	for _, e := range st.GetHistory() {
+		a := Assignment{Epoch: e.GetEpoch(), Member: e.GetNewMember(), Timeline: e.GetTimeline(),
+			At: h.Since(time.UnixMilli(e.GetAtUnixMs()))}
+		for _, n := range c.Nodes {
+			if n.ID == a.Member {
+				a.Server = n.Host.IP
+			}
+		}
+		out = append(out, a)
+	}
+	return out, nil
+}
+
 // Leader is the node that is Raft leader with the highest term among
 // those that say so ("" when none answers as leader).
 func (c *Cluster) Leader(ctx context.Context) string {
@@ -122,6 +145,11 @@ func (c *Cluster) Healthy(ctx context.Context) (string, error) {
 	case len(st.GetSync().GetMembers()) == 0 || st.GetSync().GetDegraded():
 		return "", fmt.Errorf("no synchronous standby recorded (%v)", st.GetSync())
 	}
+	for _, n := range c.Nodes {
+		if !slices.ContainsFunc(st.GetMembers(), func(m *pb.Member) bool { return m.GetId() == n.ID }) {
+			return "", fmt.Errorf("%s is not a member", n.ID)
+		}
+	}
 	primary := c.Node(p.GetMemberId())
 	var streaming []string
 	err = nodeQuery(ctx, primary, 3*time.Second, func(ctx context.Context, conn *pgx.Conn) error {
@@ -188,8 +216,14 @@ func (c *Cluster) WaitHealthy(ctx context.Context, timeout time.Duration) (strin
 
 // Ctl runs `pgquorum ctl` against every node from the root namespace.
 func (c *Cluster) Ctl(ctx context.Context, args ...string) (string, error) {
+	return c.CtlVia(ctx, c.Nodes, args...)
+}
+
+// CtlVia runs `pgquorum ctl` against the given nodes only (the majority
+// side of a partition).
+func (c *Cluster) CtlVia(ctx context.Context, nodes []*Node, args ...string) (string, error) {
 	var eps []string
-	for _, n := range c.Nodes {
+	for _, n := range nodes {
 		eps = append(eps, n.GRPCAddr())
 	}
 	cctx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -1,7 +1,9 @@
 package chaos
 
 import (
+	"encoding/json"
 	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -22,6 +24,19 @@ func TestRecheck(t *testing.T) {
 	pr := CheckPrimaries(ops)
 	for _, v := range pr.Violations() {
 		t.Error(v)
+	}
+	// epochs.json, beside the history, holds the primary assignments and
+	// the bouncer agent's acknowledgements.
+	if b, err := os.ReadFile(filepath.Join(filepath.Dir(path), "epochs.json")); err == nil {
+		var e Epochs
+		if err := json.Unmarshal(b, &e); err != nil {
+			t.Fatal(err)
+		}
+		br := CheckBouncerAcks(ops, e)
+		t.Logf("bouncer: %d writes checked against %d acks, %d epochs", br.Checked, len(e.Acks), len(e.Assignments))
+		for _, v := range br.Violations() {
+			t.Error(v)
+		}
 	}
 	start := time.Now()
 	res, n := CheckLinearizable(ops, 5*time.Minute, path+".register.html")

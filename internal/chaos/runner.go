@@ -4,6 +4,7 @@ package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -87,8 +88,15 @@ func Run(t *testing.T, cfg Config) Summary {
 		}
 		_ = os.RemoveAll(dir)
 	})
+	if cfg.Nodes < 3 || cfg.Nodes > 5 {
+		t.Fatalf("chaos: %d nodes; CHAOS_NODES must be 3 to 5", cfg.Nodes)
+	}
+	hosts := []string{}
+	for i := 1; i <= cfg.Nodes; i++ {
+		hosts = append(hosts, fmt.Sprintf("n%d", i))
+	}
 	var err error
-	net, err = NewNet("n1", "n2", "n3", "pgb")
+	net, err = NewNet(append(hosts, "pgb", "cl")...)
 	if err != nil {
 		t.Fatalf("chaos: topology: %v", err)
 	}
@@ -97,9 +105,17 @@ func Run(t *testing.T, cfg Config) Summary {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(dir, "seed.txt", fmt.Sprintf("%d\nreplay: SEED=%d go test -tags chaos -run '^%s$' ./internal/chaos\n", cfg.Seed, cfg.Seed, t.Name()))
+	env := ""
+	if cfg.Nodes != 3 {
+		env = fmt.Sprintf("CHAOS_NODES=%d ", cfg.Nodes)
+	}
+	if len(cfg.Kinds) > 0 {
+		env += "CHAOS_KINDS=" + strings.Join(cfg.Kinds, ",") + " "
+	}
+	writeFile(dir, "seed.txt", fmt.Sprintf("%d\nreplay: %sCHAOS_DURATION=%v SEED=%d go test -tags chaos -count=1 -v -run '^%s$' ./internal/chaos\n",
+		cfg.Seed, env, cfg.Duration, cfg.Seed, t.Name()))
 	t.Logf("chaos: seed %d, run directory %s", cfg.Seed, dir)
-	c, err = StartCluster(t, net, dir, 3)
+	c, err = StartCluster(t, net, dir, cfg.Nodes)
 	if err != nil {
 		t.Fatalf("chaos: start: %v", err)
 	}
@@ -125,9 +141,9 @@ func Run(t *testing.T, cfg Config) Summary {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := StartWorkload(wctx, c.BouncerDSN(), h, cfg.Inserters, cfg.Registers, cfg.Seed)
+	w := StartWorkload(wctx, c.BouncerDSN(), nsDialer(c.Client.NS), h, cfg.Inserters, cfg.Registers, cfg.Seed)
 	cp := &campaign{cfg: cfg, c: c, h: h, rng: rand.New(rand.NewPCG(cfg.Seed, 0x9e3779b97f4a7c15)), log: logf}
-	cp.logf("campaign starts: seed %d, %v of faults, topology %s (%s.0/24)", cfg.Seed, cfg.Duration, net.Prefix, net.Subnet)
+	cp.logf("campaign starts: seed %d, %v of faults, %d nodes, topology %s (%s.0/24)", cfg.Seed, cfg.Duration, cfg.Nodes, net.Prefix, net.Subnet)
 	cp.run(ctx)
 
 	// Faults are over; the cluster must be whole again by itself.
@@ -138,13 +154,14 @@ func Run(t *testing.T, cfg Config) Summary {
 	} else {
 		cp.logf("healthy %v after the last cycle; primary %s", took.Round(time.Millisecond), primary)
 	}
+	cp.noteEpochs(ctx)
 	sleepCtx(ctx, 3*time.Second)
 	stopWork()
 	w.Wait()
 	dual := prober.Stop()
 	_ = h.Close()
 
-	s := Summary{Seed: cfg.Seed, Elapsed: h.Now(), Cycles: len(cp.cycles), Faults: map[string]int{}, DualProbe: len(dual), Skipped: cp.skipped}
+	s := Summary{Seed: cfg.Seed, Nodes: cfg.Nodes, Elapsed: h.Now(), Cycles: len(cp.cycles), Faults: map[string]int{}, DualProbe: len(dual), Skipped: cp.skipped}
 	for _, cy := range cp.cycles {
 		for _, f := range cy.Faults {
 			kind, _, _ := strings.Cut(f, ":")
@@ -158,6 +175,13 @@ func Run(t *testing.T, cfg Config) Summary {
 			s.Failovers = append(s.Failovers, cy.Failover)
 		}
 		s.Outages = append(s.Outages, cy.Outage)
+		if cy.Recovery >= 0 && cy.Err == "" {
+			s.Recoveries = append(s.Recoveries, cy.Recovery)
+		}
+		if over := cy.OverBound(); over != "" {
+			s.OverBound++
+			violations = append(violations, fmt.Sprintf("cycle %d (%v) recovered too slowly: %s", cy.N, cy.Faults, over))
+		}
 		if cy.Err == "" {
 			s.HealTimes = append(s.HealTimes, cy.Healthy-cy.Healed)
 		} else {
@@ -180,6 +204,20 @@ func Run(t *testing.T, cfg Config) Summary {
 	pr := CheckPrimaries(ops)
 	s.DualHistory = pr.DualWindows
 	violations = append(violations, pr.Violations()...)
+	epochs := Epochs{Assignments: cp.assignments()}
+	if f, err := os.Open(filepath.Join(dir, "pgb", "bouncer-agent.log")); err == nil {
+		epochs.Acks, err = ParseAcks(f, h.Since)
+		_ = f.Close()
+		if err != nil {
+			violations = append(violations, "reading the bouncer agent's log: "+err.Error())
+		}
+	}
+	if b, err := json.MarshalIndent(epochs, "", " "); err == nil {
+		writeFile(dir, "epochs.json", string(b)+"\n")
+	}
+	br := CheckBouncerAcks(ops, epochs)
+	s.Bouncer = br
+	violations = append(violations, br.Violations()...)
 	res, n := CheckLinearizable(ops, 2*time.Minute, filepath.Join(dir, "register.html"))
 	s.Register = fmt.Sprintf("%s (%d ops)", res, n)
 	if res == porcupine.Illegal {
@@ -187,7 +225,11 @@ func Run(t *testing.T, cfg Config) Summary {
 	}
 	s.Violations = violations
 	writeFile(dir, "errors.txt", errorCounts(ops))
-	if ex := Excerpt(ops, slices.Concat(s.Inserts.Lost, s.Inserts.Phantoms, s.Inserts.FailedPresent), pr.StaleAcks); ex != "" {
+	stale := slices.Clone(pr.StaleAcks)
+	for _, r := range br.Stale {
+		stale = append(stale, r.Op)
+	}
+	if ex := Excerpt(ops, slices.Concat(s.Inserts.Lost, s.Inserts.Phantoms, s.Inserts.FailedPresent), stale); ex != "" {
 		writeFile(dir, "excerpt.txt", ex)
 		t.Logf("chaos: history excerpt:\n%s", ex)
 	}

@@ -11,6 +11,7 @@ import (
 // docs/chaos.md.
 type Summary struct {
 	Seed        uint64
+	Nodes       int
 	Elapsed     time.Duration
 	Cycles      int
 	Faults      map[string]int
@@ -23,7 +24,13 @@ type Summary struct {
 	Switchovers []time.Duration
 	Outages     []time.Duration
 	HealTimes   []time.Duration
-	Violations  []string
+	// Recoveries are the cycles' times to the first acknowledged write
+	// (from the fault or the heal, see Cycle.Recovery); OverBound counts
+	// the cycles that missed their bound.
+	Recoveries []time.Duration
+	OverBound  int
+	Bouncer    BouncerReport
+	Violations []string
 }
 
 // stats is "min / median / max" of ds, or "-".
@@ -43,6 +50,7 @@ func (s Summary) Table() string {
 	row := func(k, v string) { fmt.Fprintf(&b, "| %s | %s |\n", k, v) }
 	b.WriteString("| What | Figure |\n|---|---|\n")
 	row("seed", fmt.Sprint(s.Seed))
+	row("nodes", fmt.Sprint(s.Nodes))
 	row("elapsed", s.Elapsed.Round(time.Second).String())
 	row("cycles", fmt.Sprint(s.Cycles))
 	var kinds []string
@@ -59,10 +67,13 @@ func (s Summary) Table() string {
 	row("replicas diverged after heal", fmt.Sprint(len(r.Diverged)))
 	row("register (porcupine)", s.Register)
 	row("dual-primary windows (history / probe)", fmt.Sprintf("%d / %d", s.DualHistory, s.DualProbe))
+	row("writes checked against the bouncer agent's acks / reached an older primary after an ack", fmt.Sprintf("%d / %d", s.Bouncer.Checked, len(s.Bouncer.Stale)))
 	row("failover: first ack on the new primary after the fault, min / median / max", stats(s.Failovers))
 	row("switchover: first ack on the new primary after `ctl switchover`, min / median / max", stats(s.Switchovers))
 	row("longest write gap per cycle, min / median / max", stats(s.Outages))
 	row("healthy again after heal, min / median / max", stats(s.HealTimes))
+	row("write acknowledged again (from the fault for a lone failover, else from the heal), min / median / max", stats(s.Recoveries))
+	row("cycles over their recovery bound", fmt.Sprint(s.OverBound))
 	row("violations", fmt.Sprint(len(s.Violations)))
 	return b.String()
 }

@@ -38,6 +38,7 @@ const timelineSQL = `('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8)
 // keys. Every attempt goes through PgBouncer and into the history.
 type Workload struct {
 	dsn    string
+	dial   pgconn.DialFunc
 	h      *History
 	nextID atomic.Int64
 	nextV  atomic.Int64
@@ -45,8 +46,10 @@ type Workload struct {
 }
 
 // StartWorkload starts inserters and registers clients until ctx ends.
-func StartWorkload(ctx context.Context, dsn string, h *History, inserters, registers int, seed uint64) *Workload {
-	w := &Workload{dsn: dsn, h: h}
+// dial, when not nil, opens their connections (from the client
+// namespace).
+func StartWorkload(ctx context.Context, dsn string, dial pgconn.DialFunc, h *History, inserters, registers int, seed uint64) *Workload {
+	w := &Workload{dsn: dsn, dial: dial, h: h}
 	for p := range inserters {
 		w.wg.Go(func() { w.client(ctx, p, nil) })
 	}
@@ -123,6 +126,9 @@ func (w *Workload) attempt(ctx context.Context, s *session, op *Op) error {
 			return err
 		}
 		cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		if w.dial != nil {
+			cfg.DialFunc = w.dial
+		}
 		cfg.OnNotice = func(_ *pgconn.PgConn, n *pgconn.Notice) {
 			if strings.Contains(n.Message+" "+n.Detail, "committed locally") {
 				s.committedLocally.Store(true)
@@ -150,7 +156,10 @@ func (w *Workload) attempt(ctx context.Context, s *session, op *Op) error {
 	}
 	op.Server, op.Timeline = hostOf(server), uint32(tl)
 	op.Outcome, op.Err = classify(err, s.committedLocally.Load())
-	if op.Outcome != OK {
+	if err != nil {
+		// Only a returned row names the server; a write that returned
+		// one with the "committed locally" warning keeps it (unknown,
+		// but it did commit there: the bouncer checker needs it).
 		op.Server, op.Timeline = "", 0
 	}
 	return err
