@@ -28,7 +28,7 @@ func skip(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("chaos: needs root (network namespaces, iptables, cgroup freezer; PostgreSQL runs as the postgres user)")
 	}
-	for _, b := range []string{"ip", "iptables", "setpriv"} {
+	for _, b := range []string{"ip", "iptables", "setpriv", "mkfs.ext4", "mount", "losetup"} {
 		if _, err := exec.LookPath(b); err != nil {
 			t.Skipf("chaos: %s missing", b)
 		}
@@ -37,6 +37,9 @@ func skip(t *testing.T) {
 		if _, err := os.Stat(freezerRoot); err != nil {
 			t.Skipf("chaos: no cgroup v1 freezer at %s", freezerRoot)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(blkioRoot, "blkio.throttle.write_bps_device")); err != nil {
+		t.Skipf("chaos: no cgroup v1 blkio throttle at %s", blkioRoot)
 	}
 	e2e.Skip(t)
 }
