@@ -18,7 +18,14 @@ import (
 // kept (infoGen).
 
 // infoMaxAge bounds how long an inspection of a running server is reused.
-func (a *actuator) infoMaxAge() time.Duration { return 5 * a.s.opts.Timing.LoopWait }
+// It is a safety net only (every change the actuator makes drops the
+// cache, and a server that stops answering is inspected at once), so it
+// is long: at 5 loop_waits the pg_controldata runs, a fork and exec of
+// the agent each, were a tenth of an idle node's CPU.
+func (a *actuator) infoMaxAge() time.Duration { return max(inspectReuse, 5*a.s.opts.Timing.LoopWait) }
+
+// inspectReuse is the shortest infoMaxAge.
+const inspectReuse = 30 * time.Second
 
 // inspect returns the data directory's state: the cached inspection while
 // it is younger than infoMaxAge, no action ran since, and the postmaster
