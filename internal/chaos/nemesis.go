@@ -373,7 +373,7 @@ func ShortKinds() []string {
 
 // companions are the faults the scheduler may add to another one in a
 // combined cycle: they hit a replica or the bouncer, not the primary.
-var companions = []string{"isolate-replica", "kill-bouncer-agent", "kill-sync-standby", "one-way"}
+var companions = []string{"isolate-replica", "kill-bouncer-agent", "kill-pgbouncer", "kill-sync-standby", "one-way"}
 
 // nemesis returns the nemesis of kind.
 func nemesis(kind string) Nemesis {
