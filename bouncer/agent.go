@@ -16,6 +16,7 @@ type AgentRouter interface {
 	Fence(ctx context.Context, db string, epoch uint64, mode FenceMode) error
 	Hold(ctx context.Context, db string, epoch uint64, mode FenceMode) error
 	Expose(ctx context.Context, db string, epoch uint64, route Route) error
+	Stage(ctx context.Context, db string, epoch uint64, route Route) error
 	Status(db string) (Status, bool)
 	Tune(ctx context.Context, opts TuneOptions) error
 }

@@ -68,6 +68,11 @@ func TestAgent_FailoverFencesBeforeAck(t *testing.T) {
 	if h.j.index("expose app 2") >= 0 {
 		t.Fatalf("exposed epoch 2 before the quorum exposed it: %v", h.j.snapshot())
 	}
+	// After a failover the old primary may still run: its successor's
+	// route is not loaded into PgBouncer before the exposure.
+	if h.j.index("stage ") >= 0 {
+		t.Fatalf("staged a route after a failover: %v", h.j.snapshot())
+	}
 	if s := h.status("c1"); !s.Fenced || s.Acked != 2 || s.Exposed != "" {
 		t.Fatalf("status %+v", s)
 	}
@@ -90,8 +95,13 @@ func TestAgent_SwitchoverPausesOnSteppingDown(t *testing.T) {
 	q.release()
 	q.assign("m2", "switchover from m1")
 	h.waitJournal("ack c1 2")
+	// While m2 promotes, its route is loaded into the paused PgBouncer.
+	h.waitJournal("stage app 2 10.0.0.2:5432")
 	q.expose()
 	h.waitJournal("expose app 2 10.0.0.2:5432")
+	if h.j.index("stage app 2") > h.j.index("expose app 2") {
+		t.Fatalf("staged after the exposure: %v", h.j.snapshot())
+	}
 	for _, l := range h.j.snapshot() {
 		if strings.Contains(l, "emergency") {
 			t.Fatalf("a planned switchover used KILL: %v", h.j.snapshot())

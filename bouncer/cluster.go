@@ -454,6 +454,14 @@ func (c *clusterRun) do(ctx context.Context, o op, selfFence bool) error {
 			log.Warn("expose failed", "err", err, "took", time.Since(start))
 		}
 		return err
+	case opStage:
+		// Only an optimisation: a failure leaves the full path to Expose.
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if err := r.Stage(sctx, o.db, o.epoch, o.route); err != nil {
+			log.Warn("staging the next route failed; the exposure will RELOAD", "err", err)
+		}
+		return nil
 	case opFence, opHold:
 		call := r.Fence
 		if o.kind == opHold {

@@ -305,6 +305,17 @@ func (r *fakeRouter) Expose(_ context.Context, db string, epoch uint64, route Ro
 	return nil
 }
 
+// Stage journals the staging of a fenced database (the real Router's
+// precondition); it changes no epoch.
+func (r *fakeRouter) Stage(_ context.Context, db string, epoch uint64, route Route) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if s := r.st(db); s.Fenced && s.FencedAt < epoch {
+		r.j.add("stage %s %d %s:%d", db, epoch, route.Host, route.Port)
+	}
+	return nil
+}
+
 func (r *fakeRouter) Status(db string) (Status, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()

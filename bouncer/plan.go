@@ -16,6 +16,7 @@ const (
 	opFence  opKind = iota + 1 // Router.Fence: stop routing to a primary older than epoch
 	opHold                     // Router.Hold: stop routing to the primary of epoch itself
 	opExpose                   // Router.Expose
+	opStage                    // Router.Stage: load the next primary's route while paused
 )
 
 func (k opKind) String() string {
@@ -26,6 +27,8 @@ func (k opKind) String() string {
 		return "hold"
 	case opExpose:
 		return "expose"
+	case opStage:
+		return "stage"
 	}
 	return fmt.Sprintf("opKind(%d)", int(k))
 }
@@ -120,6 +123,11 @@ func plan(in planInput) planOutput {
 	mode, why := fenceMode(in.st, epoch)
 	var route Route
 	want := p.Exposed && !p.Released && !stepping
+	// A planned switchover assigned epoch's primary after the old one shut
+	// down and gave its lease back: while it promotes, its route can be
+	// loaded into the paused PgBouncer (Router.Stage), so that the
+	// exposure only has to RESUME.
+	stage := !p.Exposed && !p.Released && !stepping && mode == FencePlanned && in.confirmed
 	if (want && !in.confirmed) || in.newest > epoch {
 		// Not confirmed by the leader yet, or the leader already reported a
 		// newer epoch that the watch has not delivered (usually a matter of
@@ -132,11 +140,11 @@ func plan(in planInput) planOutput {
 		}
 		return out
 	}
-	if want {
+	if want || stage {
 		var err error
 		if route, err = memberRoute(in.st, p.MemberId); err != nil {
 			out.problem = err.Error()
-			want = false
+			want, stage = false, false
 		}
 	}
 	for _, d := range in.dbs {
@@ -156,6 +164,10 @@ func plan(in planInput) planOutput {
 		}
 		switch {
 		case !routing:
+			if stage && known && s.Fenced && s.FencedAt < epoch {
+				out.ops = append(out.ops, op{kind: opStage, db: d.Name, epoch: epoch, route: d.route(route),
+					why: fmt.Sprintf("%s takes over in a switchover (epoch %d)", p.MemberId, epoch)})
+			}
 		case s.ExposedAt < epoch:
 			out.ops = append(out.ops, op{kind: opFence, db: d.Name, epoch: epoch, mode: mode, why: why})
 		case s.ExposedAt == epoch:

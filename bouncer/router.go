@@ -76,6 +76,10 @@ type dbState struct {
 	fencedAt  uint64
 	exposedAt uint64 // epoch of the current exposure; 0 when fenced or unknown
 	route     Route  // last exposed route
+	// stagedAt and staged: the running PgBouncer was RELOADed with staged
+	// as db's route for epoch stagedAt while db stays paused (see Stage).
+	stagedAt uint64
+	staged   Route
 }
 
 // Status is a snapshot of one database's routing state.
@@ -252,22 +256,78 @@ func (r *Router) exposeLocked(ctx context.Context, db string, st *dbState, epoch
 	}
 	st.seen = epoch
 	start := time.Now()
+	// Staged (see Stage): the running PgBouncer has the route already,
+	// unless someone RELOADed it since; then it takes the full path.
+	reload := true
+	if st.stagedAt == epoch && st.staged == route {
+		d, err := r.admin.Database(ctx, db)
+		reload = err != nil || d.Host != route.Host || d.Port != route.Port
+	}
+	st.stagedAt, st.staged = 0, Route{}
 	r.fileMu.Lock()
-	err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch}, true)
+	err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch}, reload)
 	r.fileMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
 	}
 	reloaded := time.Now()
-	if err := r.waitRoute(ctx, db, route); err != nil {
-		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
+	if reload {
+		if err := r.waitRoute(ctx, db, route); err != nil {
+			return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
+		}
 	}
 	if err := r.admin.Resume(ctx, db); err != nil {
 		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
 	}
 	st.fenced, st.exposedAt, st.route = false, epoch, route
 	r.log.Info("exposed", "db", db, "epoch", epoch, "host", route.Host, "port", route.Port,
-		"reload", reloaded.Sub(start), "took", time.Since(start))
+		"staged", !reload, "reload", reloaded.Sub(start), "took", time.Since(start))
+	return nil
+}
+
+// Stage prepares the exposure of db at epoch while db stays paused: the
+// running PgBouncer is RELOADed with route, then the include file goes back
+// to its fenced form without a RELOAD, so that a PgBouncer restart still
+// routes nowhere. Expose at the same epoch and route then only RESUMEs,
+// which takes the RELOAD and re-tuning (tens of milliseconds under load)
+// out of the planned switchover's write stall. PgBouncer opens no server
+// connection for a paused database, except for min_pool_size, whose
+// connections it closes again at once and counts as failed logins
+// (server_login_retry): a route with min_pool_size is not staged.
+//
+// db must be fenced at an epoch older than epoch; anything else, a stale
+// epoch included, is left alone (nil): staging is an optimisation only.
+func (r *Router) Stage(ctx context.Context, db string, epoch uint64, route Route) error {
+	if err := ValidateName(db); err != nil {
+		return err
+	}
+	if err := route.Validate(db); err != nil {
+		return err
+	}
+	if route.Pool.MinSize > 0 {
+		return nil
+	}
+	st := r.state(db)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.fenced || st.fencedAt >= epoch || epoch < st.seen || (st.stagedAt == epoch && st.staged == route) {
+		return nil
+	}
+	start := time.Now()
+	r.fileMu.Lock()
+	defer r.fileMu.Unlock()
+	fenced, ok := r.entries[db]
+	if !ok {
+		return nil // never routed: nothing to gain
+	}
+	if err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch}, true); err != nil {
+		return fmt.Errorf("bouncer: stage %s at epoch %d: %w", db, epoch, err)
+	}
+	st.stagedAt, st.staged = epoch, route
+	if err := r.writeLocked(ctx, db, fenced, false); err != nil {
+		return fmt.Errorf("bouncer: stage %s at epoch %d: restore the fenced entry: %w", db, epoch, err)
+	}
+	r.log.Info("staged", "db", db, "epoch", epoch, "host", route.Host, "port", route.Port, "took", time.Since(start))
 	return nil
 }
 
