@@ -78,7 +78,14 @@ func Render(entries []Entry) ([]byte, error) {
 // WriteFileAtomic replaces path with data: it writes a temporary file in the
 // same directory, fsyncs it, sets perm, renames it over path and fsyncs the
 // directory. Readers see the old or the new content, never a mix.
-func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFileAtomic(path string, data []byte, perm os.FileMode) error {
+	return writeFileAtomic(path, data, perm, true)
+}
+
+// writeFileAtomic is WriteFileAtomic; without sync it skips both fsyncs
+// (readers still see the old or the new content, but a crash of the
+// machine may lose the change).
+func writeFileAtomic(path string, data []byte, perm os.FileMode, sync bool) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -97,14 +104,19 @@ func WriteFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Chmod(perm); err != nil {
 		return fmt.Errorf("bouncer: chmod %s: %w", tmp, err)
 	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("bouncer: fsync %s: %w", tmp, err)
+	if sync {
+		if err = f.Sync(); err != nil {
+			return fmt.Errorf("bouncer: fsync %s: %w", tmp, err)
+		}
 	}
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("bouncer: close %s: %w", tmp, err)
 	}
 	if err = os.Rename(tmp, path); err != nil {
 		return fmt.Errorf("bouncer: rename %s: %w", tmp, err)
+	}
+	if !sync {
+		return nil
 	}
 	d, err := os.Open(dir)
 	if err != nil {

@@ -216,7 +216,7 @@ func (r *Router) fenceLocked(ctx context.Context, db string, st *dbState, epoch 
 	r.fileMu.Lock()
 	if e, ok := r.entries[db]; ok && (!e.Fenced || e.Epoch != epoch) {
 		e.Fenced, e.Epoch = true, epoch
-		fileErr = r.writeLocked(ctx, db, e, false)
+		fileErr = r.writeLocked(ctx, db, e, false, true)
 	}
 	r.fileMu.Unlock()
 	if err = errors.Join(err, fileErr); err != nil {
@@ -264,20 +264,33 @@ func (r *Router) exposeLocked(ctx context.Context, db string, st *dbState, epoch
 		reload = err != nil || d.Host != route.Host || d.Port != route.Port
 	}
 	st.stagedAt, st.staged = 0, Route{}
-	r.fileMu.Lock()
-	err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch}, reload)
-	r.fileMu.Unlock()
-	if err != nil {
-		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
-	}
-	reloaded := time.Now()
+	entry := Entry{Name: db, Route: route, Epoch: epoch}
 	if reload {
+		r.fileMu.Lock()
+		err := r.writeLocked(ctx, db, entry, true, true)
+		r.fileMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
+		}
 		if err := r.waitRoute(ctx, db, route); err != nil {
 			return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
 		}
 	}
+	reloaded := time.Now()
 	if err := r.admin.Resume(ctx, db); err != nil {
 		return fmt.Errorf("bouncer: expose %s at epoch %d: %w", db, epoch, err)
+	}
+	if !reload {
+		// Staged: PgBouncer runs with route already, and the file still
+		// says fenced, which is the safe side if this write fails or the
+		// agent dies first (the next Expose RELOADs). Writing it after the
+		// RESUME keeps the fsyncs out of the write stall.
+		r.fileMu.Lock()
+		err := r.writeLocked(ctx, db, entry, false, true)
+		r.fileMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("bouncer: expose %s at epoch %d: resumed, but the include file: %w", db, epoch, err)
+		}
 	}
 	st.fenced, st.exposedAt, st.route = false, epoch, route
 	r.log.Info("exposed", "db", db, "epoch", epoch, "host", route.Host, "port", route.Port,
@@ -320,11 +333,16 @@ func (r *Router) Stage(ctx context.Context, db string, epoch uint64, route Route
 	if !ok {
 		return nil // never routed: nothing to gain
 	}
-	if err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch}, true); err != nil {
+	// Neither write is synced (they were up to 140 ms under load, and an
+	// Expose waits for a Stage in progress): the file is back in its fenced
+	// form a moment later. A crash of the machine in between may leave the
+	// staged form, which routes only to the next primary of a switchover,
+	// whose predecessor has shut down already.
+	if err := r.writeLocked(ctx, db, Entry{Name: db, Route: route, Epoch: epoch}, true, false); err != nil {
 		return fmt.Errorf("bouncer: stage %s at epoch %d: %w", db, epoch, err)
 	}
 	st.stagedAt, st.staged = epoch, route
-	if err := r.writeLocked(ctx, db, fenced, false); err != nil {
+	if err := r.writeLocked(ctx, db, fenced, false, false); err != nil {
 		return fmt.Errorf("bouncer: stage %s at epoch %d: restore the fenced entry: %w", db, epoch, err)
 	}
 	r.log.Info("staged", "db", db, "epoch", epoch, "host", route.Host, "port", route.Port, "took", time.Since(start))
@@ -382,16 +400,17 @@ func (r *Router) Tune(ctx context.Context, opts TuneOptions) error {
 	return nil
 }
 
-// writeLocked sets entries[db] = e, renders and writes the include file,
-// and with reload RELOADs and re-applies the tuning. The caller holds fileMu.
-// If rendering or writing fails, the previous entry is restored.
-func (r *Router) writeLocked(ctx context.Context, db string, e Entry, reload bool) error {
+// writeLocked sets entries[db] = e, renders and writes the include file
+// (fsynced when durable), and with reload RELOADs and re-applies the
+// tuning. The caller holds fileMu. If rendering or writing fails, the
+// previous entry is restored.
+func (r *Router) writeLocked(ctx context.Context, db string, e Entry, reload, durable bool) error {
 	prev, had := r.entries[db]
 	r.entries[db] = e
 	all := slices.Collect(maps.Values(r.entries))
 	data, err := Render(all)
 	if err == nil {
-		err = WriteFileAtomic(r.path, data, r.perm)
+		err = writeFileAtomic(r.path, data, r.perm, durable)
 	}
 	if err != nil {
 		if had {

@@ -334,44 +334,49 @@ func switchoverTrials(t *testing.T, trials int, profile string) {
 	}
 }
 
-// watchExposures follows the cluster's Watch stream and records, per
-// epoch, when the primary's exposure arrived.
+// watchExposures follows the Watch stream of every member and records, per
+// epoch, when the primary's exposure first arrived from any of them: the
+// moment it committed, give or take the fastest member's apply, whichever
+// member a bouncer agent happens to watch.
 func watchExposures(t *testing.T, ctx context.Context, c *e2e.Cluster) func(uint64) time.Time {
 	var mu sync.Mutex
 	seen := map[uint64]time.Time{}
 	pool := rpc.NewPool(nil)
 	t.Cleanup(pool.Close)
-	eps := strings.Split(c.Endpoints(), ",")
-	go func() {
-		for i := 0; ctx.Err() == nil; i++ {
-			cl, err := pool.Client(eps[i%len(eps)])
-			if err != nil {
-				continue
-			}
-			stream, err := cl.Watch(ctx, &pb.WatchRequest{})
-			if err != nil {
-				time.Sleep(100 * time.Millisecond)
-				continue
-			}
-			for {
-				ev, err := stream.Recv()
+	for _, ep := range strings.Split(c.Endpoints(), ",") {
+		go func() {
+			for ctx.Err() == nil {
+				cl, err := pool.Client(ep)
 				if err != nil {
-					break
+					time.Sleep(100 * time.Millisecond)
+					continue
 				}
-				p := ev.GetSnapshot().GetPrimary()
-				if d := ev.GetDelta(); d != nil {
-					p = d.GetPrimary()
+				stream, err := cl.Watch(ctx, &pb.WatchRequest{})
+				if err != nil {
+					time.Sleep(100 * time.Millisecond)
+					continue
 				}
-				if p.GetExposed() {
-					mu.Lock()
-					if _, ok := seen[p.Epoch]; !ok {
-						seen[p.Epoch] = time.Now()
+				for {
+					ev, err := stream.Recv()
+					if err != nil {
+						break
 					}
-					mu.Unlock()
+					now := time.Now()
+					p := ev.GetSnapshot().GetPrimary()
+					if d := ev.GetDelta(); d != nil {
+						p = d.GetPrimary()
+					}
+					if p.GetExposed() {
+						mu.Lock()
+						if at, ok := seen[p.Epoch]; !ok || now.Before(at) {
+							seen[p.Epoch] = now
+						}
+						mu.Unlock()
+					}
 				}
 			}
-		}
-	}()
+		}()
+	}
 	return func(epoch uint64) time.Time {
 		mu.Lock()
 		defer mu.Unlock()
