@@ -31,6 +31,28 @@ func exposedCluster(t *testing.T, lease time.Duration, dbs ...string) (*agentHar
 	return h, q
 }
 
+// TestAgent_WatchFollowsTheLeader: the leader applies a decision before any
+// follower, so the agent moves its watch to the endpoint the heartbeat
+// answers name as the leader's, and keeps routing from there.
+func TestAgent_WatchFollowsTheLeader(t *testing.T) {
+	h, q := exposedCluster(t, time.Second, "app")
+	status := func() ClusterStatus { return h.status("c1") }
+	waitFor(t, 5*time.Second, "watch on e1", func() bool { return status().WatchEndpoint == "e1" })
+	q.setLeader("e2")
+	waitFor(t, 5*time.Second, "watch moved to the leader e2", func() bool { return status().WatchEndpoint == "e2" })
+	q.assign("m2", "failover: lease of m1 (epoch 1) expired")
+	q.expose()
+	h.waitJournal("expose app 2 10.0.0.2:5432")
+	q.setLeader("e1")
+	waitFor(t, 5*time.Second, "watch back on e1", func() bool { return status().WatchEndpoint == "e1" })
+	// An address the agent does not list changes nothing.
+	q.setLeader("10.9.9.9:7000")
+	time.Sleep(600 * time.Millisecond)
+	if ep := status().WatchEndpoint; ep != "e1" {
+		t.Fatalf("watch moved to %q for a leader it does not list", ep)
+	}
+}
+
 func TestAgent_NoExposeBeforeExposed(t *testing.T) {
 	h := newAgentHarness(t)
 	q := h.quorum("c1", "e1")

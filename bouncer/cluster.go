@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -27,6 +28,10 @@ type clusterRun struct {
 	wake    chan struct{} // reconcile: state, contact or epoch changed
 	ackNow  chan struct{} // heartbeat now: the acknowledged epoch grew
 	rewatch chan struct{} // the watch lags: move it to another member
+	// toLeader: a heartbeat named a new leader among the endpoints; move
+	// the watch there (leaderEp), since the leader applies a decision
+	// before any follower does.
+	toLeader chan struct{}
 
 	mu          sync.Mutex
 	st          *pb.ClusterState // adopted local state; never mutated once published
@@ -40,6 +45,7 @@ type clusterRun struct {
 	exposed     string
 	lastErr     string
 	hbEndpoint  int
+	leaderEp    int // index in spec.Endpoints of the last leader named; -1 unknown
 	watchOn     string
 	startedAt   time.Time
 	hbFailing   bool
@@ -50,6 +56,7 @@ func newClusterRun(a *Agent, spec ClusterSpec) *clusterRun {
 	return &clusterRun{
 		a: a, spec: spec, log: a.log.With("cluster", spec.Name),
 		wake: make(chan struct{}, 1), ackNow: make(chan struct{}, 1), rewatch: make(chan struct{}, 1),
+		toLeader: make(chan struct{}, 1), leaderEp: -1,
 	}
 }
 
@@ -100,6 +107,15 @@ func (c *clusterRun) watchLoop(ctx context.Context) {
 			c.log.Info("watch asks for a resync; starting from a snapshot", "endpoint", ep, "err", err)
 			fromZero = true
 			continue
+		case errors.Is(err, errToLeader):
+			c.mu.Lock()
+			j := c.leaderEp
+			c.mu.Unlock()
+			if j >= 0 {
+				c.log.Info("moving the watch to the leader", "from", ep, "to", eps[j])
+				i = j
+				continue
+			}
 		case errors.Is(err, errLagging):
 			c.log.Warn("watch lags behind the leader; moving to another member", "endpoint", ep)
 		default:
@@ -135,11 +151,14 @@ func (c *clusterRun) watchOnce(ctx context.Context, ep string, fromZero bool) (g
 	}
 	sctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	lagged := make(chan struct{})
+	lagged, moved := make(chan struct{}), make(chan struct{})
 	go func() {
 		select {
 		case <-c.rewatch:
 			close(lagged)
+			cancel()
+		case <-c.toLeader:
+			close(moved)
 			cancel()
 		case <-sctx.Done():
 		}
@@ -168,6 +187,8 @@ func (c *clusterRun) watchOnce(ctx context.Context, ep string, fromZero bool) (g
 		select {
 		case <-lagged:
 			err = errLagging
+		case <-moved:
+			err = errToLeader
 		default:
 		}
 	}()
@@ -268,6 +289,12 @@ func (c *clusterRun) heartbeat(ctx context.Context) {
 		}
 		c.everOK = true
 		c.hbEndpoint = i
+		if j := slices.Index(eps, resp.GetLeaderGrpcAddr()); j >= 0 && j != c.leaderEp {
+			c.leaderEp = j
+			if c.watchOn != eps[j] {
+				notify(c.toLeader)
+			}
+		}
 		c.hbEpoch = resp.GetEpoch()
 		c.newest = max(c.newest, c.hbEpoch)
 		if c.hbEpoch > c.st.GetPrimary().GetEpoch() {

@@ -28,6 +28,8 @@ var (
 
 	// errLagging ends a watch stream that stays behind the leader's epoch.
 	errLagging = errors.New("watch lags behind the leader")
+	// errToLeader ends a watch that moves to the leader's endpoint.
+	errToLeader = errors.New("watch moves to the leader")
 )
 
 // StaleEpochError reports an ignored request. It matches ErrStaleEpoch.

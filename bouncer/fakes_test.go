@@ -70,6 +70,7 @@ type fakeQuorum struct {
 	acked   map[string]uint64
 	lastHB  time.Time
 	hbCount int
+	leader  string // endpoint the heartbeat answers name as the leader's
 }
 
 func newFakeQuorum(t testing.TB, name string, j *journal) *fakeQuorum {
@@ -131,6 +132,12 @@ func (q *fakeQuorum) steppingDown(to string) {
 	q.apply(&pb.StateDelta{Switchover: &pb.Switchover{From: p.MemberId, To: to, Epoch: p.Epoch, SteppingDown: true}})
 }
 
+func (q *fakeQuorum) setLeader(ep string) {
+	q.mu.Lock()
+	q.leader = ep
+	q.mu.Unlock()
+}
+
 func (q *fakeQuorum) setDown(ep string, down bool) {
 	q.mu.Lock()
 	q.down[ep] = down
@@ -176,7 +183,7 @@ func (m *fakeMember) BouncerHeartbeat(ctx context.Context, req *pb.BouncerHeartb
 	}
 	q.hbCount++
 	q.lastHB = time.Now()
-	return &pb.BouncerHeartbeatResponse{Index: q.st.Index, Epoch: q.st.Primary.GetEpoch()}, nil
+	return &pb.BouncerHeartbeatResponse{Index: q.st.Index, Epoch: q.st.Primary.GetEpoch(), LeaderGrpcAddr: q.leader}, nil
 }
 
 func (m *fakeMember) Watch(ctx context.Context, req *pb.WatchRequest, _ ...grpc.CallOption) (grpc.ServerStreamingClient[pb.WatchEvent], error) {

@@ -89,7 +89,7 @@ func (s *Server) BouncerHeartbeat(ctx context.Context, req *pb.BouncerHeartbeatR
 	s.bouncers.record(req.AgentId, req.AckedEpoch, time.Now())
 	s.wakeLeader()
 	st = s.fsm.State()
-	return &pb.BouncerHeartbeatResponse{Index: st.Index, Epoch: st.Primary.GetEpoch()}, nil
+	return &pb.BouncerHeartbeatResponse{Index: st.Index, Epoch: st.Primary.GetEpoch(), LeaderGrpcAddr: s.opts.GRPCAddr}, nil
 }
 
 // UnregisterBouncer forgets an agent (one that was decommissioned).

@@ -2035,11 +2035,15 @@ func (x *BouncerHeartbeatRequest) GetDatabases() []string {
 }
 
 type BouncerHeartbeatResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Index         uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
-	Epoch         uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Index uint64                 `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
+	Epoch uint64                 `protobuf:"varint,2,opt,name=epoch,proto3" json:"epoch,omitempty"`
+	// leader_grpc_addr is the answering leader's advertised gRPC address: an
+	// agent that lists it among its endpoints watches the leader, which
+	// applies a decision before any follower does.
+	LeaderGrpcAddr string `protobuf:"bytes,3,opt,name=leader_grpc_addr,json=leaderGrpcAddr,proto3" json:"leader_grpc_addr,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *BouncerHeartbeatResponse) Reset() {
@@ -2084,6 +2088,13 @@ func (x *BouncerHeartbeatResponse) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *BouncerHeartbeatResponse) GetLeaderGrpcAddr() string {
+	if x != nil {
+		return x.LeaderGrpcAddr
+	}
+	return ""
 }
 
 type RestartRequest struct {
@@ -2647,10 +2658,11 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x10contact_lease_ms\x18\x03 \x01(\x03R\x0econtactLeaseMs\x12\x1f\n" +
 	"\vacked_epoch\x18\x04 \x01(\x04R\n" +
 	"ackedEpoch\x12\x1c\n" +
-	"\tdatabases\x18\x05 \x03(\tR\tdatabases\"F\n" +
+	"\tdatabases\x18\x05 \x03(\tR\tdatabases\"p\n" +
 	"\x18BouncerHeartbeatResponse\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xc2\x01\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\x12(\n" +
+	"\x10leader_grpc_addr\x18\x03 \x01(\tR\x0eleaderGrpcAddr\"\xc2\x01\n" +
 	"\x0eRestartRequest\x12\x18\n" +
 	"\amembers\x18\x01 \x03(\tR\amembers\x12,\n" +
 	"\x04role\x18\x02 \x01(\x0e2\x18.pgquorum.v1.RestartRoleR\x04role\x12!\n" +
