@@ -11,10 +11,8 @@ import (
 func TestReplyTracker_AgeGrowsUntilTheReplyChanges(t *testing.T) {
 	var tr replyTracker
 	t0 := time.Now()
-	r1 := t0.Add(-time.Hour) // the standby's clock: any value, only changes count
-	rows := func(pid int32, reply time.Time) []ReplicaStatus {
-		return []ReplicaStatus{{ApplicationName: "b", PID: pid, ReplyTime: reply}}
-	}
+	skewed := t0.Add(-time.Hour) // a standby clock an hour behind
+	ms := time.Millisecond
 	steps := []struct {
 		name  string
 		pid   int32
@@ -22,17 +20,20 @@ func TestReplyTracker_AgeGrowsUntilTheReplyChanges(t *testing.T) {
 		at    time.Duration
 		want  time.Duration
 	}{
-		{"first sight counts as fresh", 7, r1, 0, 0},
-		{"same reply", 7, r1, 1500 * time.Millisecond, 1500 * time.Millisecond},
-		{"still the same", 7, r1, 3 * time.Second, 3 * time.Second},
-		{"a new reply", 7, r1.Add(time.Second), 3100 * time.Millisecond, 0},
-		{"a new reply older than the last (standby clock stepped back)", 7, r1, 3200 * time.Millisecond, 0},
-		{"a new walsender with the same reply time", 8, r1, 4 * time.Second, 0},
-		{"no reply yet", 9, time.Time{}, 5 * time.Second, 0},
-		{"still no reply", 9, time.Time{}, 7 * time.Second, 2 * time.Second},
+		{"first sight counts as fresh", 7, skewed, 0, 0},
+		{"same reply", 7, skewed, 1500 * ms, 1500 * ms},
+		{"still the same", 7, skewed, 3000 * ms, 3000 * ms},
+		{"a new reply, clock an hour behind: no older than the previous probe", 7, skewed.Add(time.Second), 3100 * ms, 100 * ms},
+		{"that reply, a probe later", 7, skewed.Add(time.Second), 3300 * ms, 300 * ms},
+		{"a new reply, clocks agree: sent 30ms ago", 7, t0.Add(3370 * ms), 3400 * ms, 30 * ms},
+		{"that reply, later", 7, t0.Add(3370 * ms), 4400 * ms, 1030 * ms},
+		{"a new reply, clock ahead: now", 7, t0.Add(time.Hour), 4500 * ms, 0},
+		{"a new walsender with an old reply time", 8, skewed, 4600 * ms, 0},
+		{"no reply yet", 9, time.Time{}, 5000 * ms, 0},
+		{"still no reply", 9, time.Time{}, 7000 * ms, 2000 * ms},
 	}
 	for _, s := range steps {
-		got := rows(s.pid, s.reply)
+		got := []ReplicaStatus{{ApplicationName: "b", PID: s.pid, ReplyTime: s.reply}}
 		tr.observe(got, t0.Add(s.at))
 		if got[0].ReplyAge != s.want {
 			t.Errorf("%s: age %v, want %v", s.name, got[0].ReplyAge, s.want)

@@ -255,9 +255,10 @@ type ReplicaStatus struct {
 	// ReplyTime is reply_time: when the standby sent its last reply, by
 	// the standby's clock (zero before the first reply).
 	ReplyTime time.Time
-	// ReplyAge is how long ReplyTime has stayed the same across this
-	// Node's probes, on the agent's monotonic clock: zero when a reply
-	// came since the previous probe (see replyTracker for why not
+	// ReplyAge is how long ago the standby sent its last reply, on the
+	// agent's monotonic clock: counted from the probe that first saw
+	// ReplyTime, less the part of the interval since the previous probe
+	// that the wall clocks account for (see replyTracker for why not
 	// now() - reply_time). A standby alive replies at least every
 	// ReceiverStatusInterval, so an age well past it means the standby
 	// stopped replying although State may still say "streaming": a
