@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -122,7 +123,38 @@ func (n *Node) SetSynchronousStandbys(ctx context.Context, names []string, count
 		return fmt.Errorf("%w: synchronous_standby_names on %s is %q, wrote %q", ErrSettingNotApplied, n.cfg.DataDir, got, value)
 	}
 	n.log.Info("synchronous standbys set", "synchronous_standby_names", value)
+	if value != "" {
+		n.nudgeStandbys(ctx)
+	}
 	return nil
+}
+
+// nudgeStandbys commits, on a primary, a tiny transaction that writes and
+// flushes WAL (a logical message; synchronous_commit = local, so it waits
+// for nobody). Commits already waiting when a standby becomes synchronous
+// are released only at that standby's next reply, which comes when new
+// WAL reaches it or after wal_receiver_status_interval: without new WAL
+// (every writer is waiting) that is up to a second. Best effort, bounded
+// by a second: a failure only costs that wait.
+func (n *Node) nudgeStandbys(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		return pgx.BeginFunc(ctx, c, func(tx pgx.Tx) error {
+			var rec bool
+			if err := tx.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil || rec {
+				return err
+			}
+			if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = local"); err != nil {
+				return err
+			}
+			_, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, 'pgquorum', 'synchronous standbys changed')")
+			return err
+		})
+	})
+	if err != nil {
+		n.log.Warn("could not write WAL to make the standbys reply", "err", err)
+	}
 }
 
 // running reports whether a live postmaster serves the data directory.
