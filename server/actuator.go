@@ -147,6 +147,9 @@ func (a *actuator) probe(ctx context.Context) {
 	a.mu.Lock()
 	a.health = h
 	a.mu.Unlock()
+	if a.syncStandbyWentSilent(h) {
+		a.poke()
+	}
 }
 
 func (a *actuator) setErr(err error) {

@@ -47,6 +47,7 @@ func (a *actuator) manageSync(ctx context.Context, st *pb.ClusterState) error {
 		if err := a.recordSync(ctx, epoch, keep, st.Sync.GetDegraded()); err != nil {
 			return err
 		}
+		recorded = keep
 	}
 	names, count := pgSyncFor(st, want)
 	if len(want) == 0 {
@@ -81,6 +82,28 @@ func (a *actuator) manageSync(ctx context.Context, st *pb.ClusterState) error {
 // within about the ttl.
 func replyStaleAfter(t Timing) time.Duration {
 	return max(t.TTL, 2*pgnode.ReceiverStatusInterval+t.LoopWait)
+}
+
+// syncStandbyWentSilent reports whether h, this node's fresh health,
+// shows a standby that PostgreSQL waits for crossing replyStaleAfter
+// since the previous probe; the probe then wakes the convergence round,
+// which replaces it, instead of leaving it to the round's next tick.
+func (a *actuator) syncStandbyWentSilent(h *pb.PostgresHealth) bool {
+	if h.GetInRecovery() || len(h.GetReplicas()) == 0 {
+		return false
+	}
+	bound := replyStaleAfter(a.s.opts.Timing)
+	probeEvery := max(a.s.opts.Timing.LoopWait, 100*time.Millisecond)
+	a.mu.Lock()
+	waitedFor := a.pgSync
+	a.mu.Unlock()
+	for _, r := range h.GetReplicas() {
+		age := time.Duration(r.ReplyAgeMs) * time.Millisecond
+		if slices.Contains(waitedFor, r.ApplicationName) && age > bound && age <= bound+probeEvery {
+			return true
+		}
+	}
+	return false
 }
 
 // desiredSync picks up to synchronous_node_count standbys that stream,

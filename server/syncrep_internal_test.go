@@ -168,3 +168,27 @@ func TestReplyStaleAfter_AboveALiveStandbysSilence(t *testing.T) {
 		}
 	}
 }
+
+// TestSyncStandbyWentSilent_WakesTheRoundOnce: the probe that first sees
+// a standby PostgreSQL waits for past the bound wakes the convergence
+// round; later probes (it stays silent) and other standbys do not.
+func TestSyncStandbyWentSilent_WakesTheRoundOnce(t *testing.T) {
+	a, _ := actuatorOn(t, pgnode.DataDirInfo{})
+	a.pgSync, a.pgSyncSet = []string{"n2"}, true
+	bound := replyStaleAfter(a.s.opts.Timing)
+	for _, tc := range []struct {
+		name string
+		h    *pb.PostgresHealth
+		want bool
+	}{
+		{"fresh", &pb.PostgresHealth{Replicas: []*pb.ReplicaHealth{replica("n2", "streaming", "sync", bound, 0)}}, false},
+		{"just past the bound", &pb.PostgresHealth{Replicas: []*pb.ReplicaHealth{replica("n2", "streaming", "sync", bound+time.Millisecond, 0)}}, true},
+		{"a probe later", &pb.PostgresHealth{Replicas: []*pb.ReplicaHealth{replica("n2", "streaming", "sync", bound+testTiming.LoopWait+time.Millisecond, 0)}}, false},
+		{"not waited for", &pb.PostgresHealth{Replicas: []*pb.ReplicaHealth{replica("n3", "streaming", "async", bound+time.Millisecond, 0)}}, false},
+		{"a standby's health", &pb.PostgresHealth{InRecovery: true, Replicas: []*pb.ReplicaHealth{replica("n2", "streaming", "sync", bound+time.Millisecond, 0)}}, false},
+	} {
+		if got := a.syncStandbyWentSilent(tc.h); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
