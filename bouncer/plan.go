@@ -106,10 +106,16 @@ func plan(in planInput) planOutput {
 		}
 		return out
 	case in.lagging && in.newest > epoch:
+		// The heartbeat carries no reason. A newer epoch means the next
+		// primary is assigned already: after a switchover the old one has
+		// stopped (and this agent, still routing to it, was not waited for),
+		// after a failover it may hang with a COMMIT that a PAUSE would wait
+		// on for the whole PAUSE timeout. Emergency mode tries a short PAUSE
+		// and KILLs.
 		out.epoch = in.newest
 		for _, d := range in.dbs {
 			if s, ok := in.status(d.Name); ok && !s.Fenced && s.ExposedAt < in.newest {
-				out.ops = append(out.ops, op{kind: opFence, db: d.Name, epoch: in.newest, mode: FencePlanned,
+				out.ops = append(out.ops, op{kind: opFence, db: d.Name, epoch: in.newest, mode: FenceEmergency,
 					why: fmt.Sprintf("the leader reports epoch %d, the watch is still at %d", in.newest, epoch)})
 			}
 		}
