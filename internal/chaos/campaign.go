@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 )
 
 // Config shapes a campaign.
@@ -334,11 +336,21 @@ func writeFile(dir, name, content string) {
 }
 
 // repair is the manual step an operator would take after a fault the
-// cluster did not heal from by itself: every member that does not stream
-// from the primary is wiped and cloned again (kill -9, remove its data
-// directory, restart its agent). It is logged; the cycle already counts
-// as a violation.
+// cluster did not heal from by itself: a node that is no member is added
+// back, and every member that does not stream from the primary is wiped
+// and cloned again (kill -9, remove its data directory, restart its
+// agent). It is logged; the cycle already counts as a violation.
 func (cp *campaign) repair(ctx context.Context) error {
+	if st, err := cp.c.State(ctx); err == nil {
+		for _, n := range cp.c.Nodes {
+			if !slices.ContainsFunc(st.GetMembers(), func(m *pb.Member) bool { return m.GetId() == n.ID }) {
+				cp.logf("REPAIR by hand: %s is not a member; adding it back", n.ID)
+				if err := cp.c.AddMember(ctx, n); err != nil {
+					return err
+				}
+			}
+		}
+	}
 	p, _, _, err := cp.c.Primary(ctx)
 	if err != nil || p == "" {
 		return fmt.Errorf("no primary to repair around: %v", err)

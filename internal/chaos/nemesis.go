@@ -342,12 +342,16 @@ var Nemeses = []Nemesis{
 				if err := heal(); err != nil {
 					return err
 				}
-				out, err := v.c.Ctl(ctx, "members", "add", r.ID, "--raft-addr", fmt.Sprintf("%s:%d", r.Host.IP, raftPort),
-					"--grpc-addr", r.GRPCAddr(), "--pg-addr", fmt.Sprintf("%s:%d", r.Host.IP, pgPort))
-				if err != nil {
-					return fmt.Errorf("%w: %s", err, out)
+				// A companion may have left the majority without a leader
+				// for a while: retry the add.
+				deadline := time.Now().Add(60 * time.Second)
+				for {
+					err := v.c.AddMember(ctx, r)
+					if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
+						return err
+					}
+					sleepCtx(ctx, time.Second)
 				}
-				return nil
 			}, nil
 		}},
 }

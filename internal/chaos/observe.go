@@ -219,6 +219,17 @@ func (c *Cluster) Ctl(ctx context.Context, args ...string) (string, error) {
 	return c.CtlVia(ctx, c.Nodes, args...)
 }
 
+// AddMember puts n back into the cluster with `ctl members add`, the
+// documented way to add a member to the Raft configuration.
+func (c *Cluster) AddMember(ctx context.Context, n *Node) error {
+	out, err := c.Ctl(ctx, "members", "add", n.ID, "--raft-addr", fmt.Sprintf("%s:%d", n.Host.IP, raftPort),
+		"--grpc-addr", n.GRPCAddr(), "--pg-addr", fmt.Sprintf("%s:%d", n.Host.IP, pgPort))
+	if err != nil {
+		return fmt.Errorf("%w: %s", err, out)
+	}
+	return nil
+}
+
 // CtlVia runs `pgquorum ctl` against the given nodes only (the majority
 // side of a partition).
 func (c *Cluster) CtlVia(ctx context.Context, nodes []*Node, args ...string) (string, error) {
