@@ -79,7 +79,9 @@ func New(opts Options) (*Server, error) {
 		return nil, err
 	}
 	s.parts = parts
-	r, err := raft.NewRaft(s.raftConfig(), observingFSM{FSM: s.fsm, clock: s.lease}, parts.logs, parts.stable, parts.snaps, parts.trans)
+	times := newLogTimes()
+	r, err := raft.NewRaft(s.raftConfig(), observingFSM{FSM: s.fsm, clock: s.lease, times: times},
+		timedLogStore{LogStore: parts.logs, times: times}, parts.stable, parts.snaps, parts.trans)
 	if err != nil {
 		parts.close()
 		return nil, fmt.Errorf("start raft: %w", err)

@@ -150,7 +150,7 @@ Raft's timeouts are derived from these keys and cannot be set on their own:
 | HeartbeatTimeout | max(ttl / 4, 100ms) | 500ms | 250ms | 2.5s |
 | ElectionTimeout | = HeartbeatTimeout | 500ms | 250ms | 2.5s |
 | LeaderLeaseTimeout | HeartbeatTimeout / 2 | 250ms | 125ms | 1.25s |
-| CommitTimeout | min(loop_wait / 5, 50ms) | 50ms | 50ms | 50ms |
+| CommitTimeout | loop_wait / 2 | 250ms | 125ms | 1s |
 
 hashicorp/raft randomises its timeouts between the value and twice the value, so a new Raft leader is
 normally in place within about ttl / 2: a Raft leader change alone does not cost a healthy primary its

@@ -43,8 +43,6 @@ const (
 	MinSafetyMargin = 50 * time.Millisecond
 	// MinRaftHeartbeat is the floor of the derived Raft heartbeat and election timeouts.
 	MinRaftHeartbeat = 100 * time.Millisecond
-	// MaxRaftCommit is the ceiling of the derived Raft commit timeout.
-	MaxRaftCommit = 50 * time.Millisecond
 )
 
 // ProfileTiming returns the timing of profile p.
@@ -77,7 +75,7 @@ type RaftTimeouts struct {
 //	HeartbeatTimeout   = max(ttl / 4, 100ms)
 //	ElectionTimeout    = HeartbeatTimeout
 //	LeaderLeaseTimeout = HeartbeatTimeout / 2
-//	CommitTimeout      = min(loop_wait / 5, 50ms)
+//	CommitTimeout      = loop_wait / 2
 //
 // hashicorp/raft randomises its timeouts between the value and twice the
 // value, so a new Raft leader is normally elected within about ttl / 2: a
@@ -85,13 +83,22 @@ type RaftTimeouts struct {
 // decider runs again well before a dead primary's lease plus safety_margin
 // has passed. LeaderLeaseTimeout <= HeartbeatTimeout and ElectionTimeout >=
 // HeartbeatTimeout, as hashicorp/raft requires.
+//
+// CommitTimeout only says how soon followers learn that an entry
+// committed when nothing else is logged: hashicorp/raft then sends an
+// AppendEntries every CommitTimeout (randomised up to twice that). The
+// decider pushes each decision to followers at once with a barrier, and
+// nodes count a lease renewal from when they stored it, not from when
+// they learnt it committed, so a short one buys nothing; at 50 ms it was
+// most of an idle cluster's Raft traffic (about 13 AppendEntries a second
+// to each follower, besides the heartbeats).
 func (t Timing) RaftTimeouts() RaftTimeouts {
 	hb := max(t.TTL/4, MinRaftHeartbeat)
 	return RaftTimeouts{
 		HeartbeatTimeout:   hb,
 		ElectionTimeout:    hb,
 		LeaderLeaseTimeout: hb / 2,
-		CommitTimeout:      max(min(t.LoopWait/5, MaxRaftCommit), time.Millisecond),
+		CommitTimeout:      max(t.LoopWait/2, time.Millisecond),
 	}
 }
 

@@ -86,11 +86,11 @@ func TestTiming_RaftTimeouts(t *testing.T) {
 		tm   Timing
 		want RaftTimeouts
 	}{
-		{"fast", Timing{TTL: time.Second, LoopWait: 250 * ms}, RaftTimeouts{250 * ms, 250 * ms, 125 * ms, 50 * ms}},
-		{"default", Timing{TTL: 2 * time.Second, LoopWait: 500 * ms}, RaftTimeouts{500 * ms, 500 * ms, 250 * ms, 50 * ms}},
-		{"conservative", Timing{TTL: 10 * time.Second, LoopWait: 2 * time.Second}, RaftTimeouts{2500 * ms, 2500 * ms, 1250 * ms, 50 * ms}},
-		{"floor on heartbeat", Timing{TTL: 200 * ms, LoopWait: 50 * ms}, RaftTimeouts{100 * ms, 100 * ms, 50 * ms, 10 * ms}},
-		{"small loop_wait", Timing{TTL: 600 * ms, LoopWait: 100 * ms}, RaftTimeouts{150 * ms, 150 * ms, 75 * ms, 20 * ms}},
+		{"fast", Timing{TTL: time.Second, LoopWait: 250 * ms}, RaftTimeouts{250 * ms, 250 * ms, 125 * ms, 125 * ms}},
+		{"default", Timing{TTL: 2 * time.Second, LoopWait: 500 * ms}, RaftTimeouts{500 * ms, 500 * ms, 250 * ms, 250 * ms}},
+		{"conservative", Timing{TTL: 10 * time.Second, LoopWait: 2 * time.Second}, RaftTimeouts{2500 * ms, 2500 * ms, 1250 * ms, time.Second}},
+		{"floor on heartbeat", Timing{TTL: 200 * ms, LoopWait: 50 * ms}, RaftTimeouts{100 * ms, 100 * ms, 50 * ms, 25 * ms}},
+		{"small loop_wait", Timing{TTL: 600 * ms, LoopWait: 100 * ms}, RaftTimeouts{150 * ms, 150 * ms, 75 * ms, 50 * ms}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
