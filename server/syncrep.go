@@ -61,9 +61,10 @@ func (a *actuator) manageSync(ctx context.Context, st *pb.ClusterState) error {
 	if err := a.setPGSync(ctx, names, count); err != nil {
 		return err
 	}
-	a.mu.Lock()
-	target := a.pgSyncLSN
-	a.mu.Unlock()
+	target, err := a.syncTarget(ctx)
+	if err != nil {
+		return err
+	}
 	added := joinedSync(keep, want, health, target)
 	if !slices.Equal(added, sortedCopy(recorded)) || (st.Sync.GetDegraded() && len(added) > 0) {
 		return a.recordSync(ctx, epoch, added, false)
@@ -210,18 +211,51 @@ func (a *actuator) setPGSync(ctx context.Context, names []string, count int) err
 		return err
 	}
 	// The WAL position now bounds every write acknowledged under the old
-	// setting (see joinedSync). Without it the setting is applied again
-	// next round.
-	st, err := a.pg.Probe(ctx)
-	if err != nil {
-		return fmt.Errorf("WAL position after setting synchronous standbys: %w", err)
+	// setting (see joinedSync). Reading it must not fail a promotion:
+	// without it nobody joins until syncTarget reads it.
+	lsn := lsnUnknown
+	if st, err := a.pg.Probe(ctx); err == nil {
+		lsn = walPosition(st)
+	} else {
+		a.log.Warn("WAL position after setting synchronous_standby_names", "err", err)
 	}
 	a.mu.Lock()
-	a.pgSync, a.pgSyncSet = slices.Clone(names), true
-	a.pgSyncLSN = uint64(max(st.CurrentLSN, st.ReceiveLSN, st.ReplayLSN))
+	a.pgSync, a.pgSyncSet, a.pgSyncLSN = slices.Clone(names), true, lsn
 	a.mu.Unlock()
-	a.log.Info("synchronous_standby_names set", "standbys", names, "lsn", max(st.CurrentLSN, st.ReceiveLSN, st.ReplayLSN))
+	a.log.Info("synchronous_standby_names set", "standbys", names, "lsn", pgnode.LSN(lsn))
 	return nil
+}
+
+// lsnUnknown marks a WAL position not read yet.
+const lsnUnknown = ^uint64(0)
+
+// walPosition is a server's newest WAL position: the current one on a
+// primary, the received or replayed one on a standby.
+func walPosition(st pgnode.Status) uint64 {
+	return uint64(max(st.CurrentLSN, st.ReceiveLSN, st.ReplayLSN))
+}
+
+// syncTarget returns the WAL position read right after
+// synchronous_standby_names last changed, reading it now if setPGSync
+// could not (a later position only makes joining stricter).
+func (a *actuator) syncTarget(ctx context.Context) (uint64, error) {
+	a.mu.Lock()
+	t := a.pgSyncLSN
+	a.mu.Unlock()
+	if t != lsnUnknown {
+		return t, nil
+	}
+	st, err := a.pg.Probe(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("WAL position after setting synchronous standbys: %w", err)
+	}
+	t = walPosition(st)
+	a.mu.Lock()
+	if a.pgSyncLSN == lsnUnknown {
+		a.pgSyncLSN = t
+	}
+	a.mu.Unlock()
+	return t, nil
 }
 
 func intersect(a, b []string) []string {

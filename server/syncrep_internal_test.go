@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -190,5 +191,26 @@ func TestSyncStandbyWentSilent_WakesTheRoundOnce(t *testing.T) {
 		if got := a.syncStandbyWentSilent(tc.h); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestSyncTarget_ReadLaterWhenSetPGSyncCouldNot: setPGSync does not fail
+// (a promotion) when it cannot read the WAL position; the next round
+// reads it, and until then nobody joins.
+func TestSyncTarget_ReadLaterWhenSetPGSyncCouldNot(t *testing.T) {
+	a, pg := actuatorOn(t, pgnode.DataDirInfo{})
+	a.pgSyncLSN = lsnUnknown
+	if got := joinedSync(nil, []string{"n2"}, &pb.PostgresHealth{Replicas: []*pb.ReplicaHealth{
+		replica("n2", "streaming", "sync", 0, 0x7000000)}}, lsnUnknown); got != nil {
+		t.Fatalf("joined %v with the WAL position unknown", got)
+	}
+	pg.status = pgnode.Status{Up: true, CurrentLSN: 0x6000000}
+	got, err := a.syncTarget(context.Background())
+	if err != nil || got != 0x6000000 || a.pgSyncLSN != 0x6000000 {
+		t.Fatalf("syncTarget = %#x, %v (kept %#x), want 0x6000000", got, err, a.pgSyncLSN)
+	}
+	pg.status.CurrentLSN = 0x8000000
+	if got, _ := a.syncTarget(context.Background()); got != 0x6000000 {
+		t.Fatalf("syncTarget read again: %#x, want the kept 0x6000000", got)
 	}
 }
