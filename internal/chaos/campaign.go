@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -53,14 +54,15 @@ type Cycle struct {
 	// Outage is the longest stretch without an acknowledged insert from
 	// the fault until healthy.
 	Outage time.Duration
-	// Recovery is the time from the bound's reference point (the heal,
-	// or the fault for a lone failover: FromStart) to the first insert
-	// acknowledged that was called after it; -1 when none came within
-	// Bound (or before the campaign went on).
-	Recovery  time.Duration
-	Bound     time.Duration
-	FromStart bool
-	Err       string
+	// Recovery is how long after the bound's reference point (the heal,
+	// or the fault for a lone failover: FromStart) writes flowed again
+	// (RecoveryFrom; for FromStart, outages that began before the heal);
+	// -1 when no write came. AfterHeal is the same from the heal, for a
+	// FromStart cycle (bound healBound): a heal can disrupt writes again.
+	Recovery, AfterHeal time.Duration
+	Bound               time.Duration
+	FromStart           bool
+	Err                 string
 }
 
 // OverBound says how the cycle missed its recovery bound, or "".
@@ -76,7 +78,9 @@ func (c Cycle) OverBound() string {
 	case c.Recovery < 0:
 		return fmt.Sprintf("no write acknowledged within %v of the %s", c.Bound, from)
 	case c.Recovery > c.Bound:
-		return fmt.Sprintf("first write acknowledged %.2fs after the %s, bound %v", c.Recovery.Seconds(), from, c.Bound)
+		return fmt.Sprintf("writes flowed again %.2fs after the %s, bound %v", c.Recovery.Seconds(), from, c.Bound)
+	case c.FromStart && c.AfterHeal > healBound:
+		return fmt.Sprintf("writes flowed again %.2fs after the heal, bound %v", c.AfterHeal.Seconds(), healBound)
 	}
 	return ""
 }
@@ -94,6 +98,9 @@ func (c Cycle) String() string {
 			from = "fault"
 		}
 		s += fmt.Sprintf("; write again %.2fs after the %s (bound %v)", c.Recovery.Seconds(), from, c.Bound)
+		if c.FromStart {
+			s += fmt.Sprintf(", %.2fs after the heal", c.AfterHeal.Seconds())
+		}
 	}
 	if c.Err != "" {
 		s += "; ERROR " + c.Err
@@ -276,35 +283,43 @@ func (cp *campaign) cycle(ctx context.Context, n int, kinds []string, hold time.
 }
 
 // recovery measures how soon writes flowed again, against the cycle's
-// bound: from the fault when one fault with FromStart struck alone, else
-// from the heal, with the largest bound of the cycle's kinds. Writes flow
-// again at the first acknowledged insert after the reference point, or at
-// the end of the last outage after it (RecoveryFrom): a fault that stops
-// writes a moment after it strikes is measured from the fault, not from
-// the last write that slipped through. It waits until an insert is
-// acknowledged after the cluster was found healthy, at most until the
-// bound has passed and 10 s more.
+// bound: from the fault when one fault with FromStart struck alone
+// (counting the outages that began before the heal; those after it are
+// measured from the heal against healBound), else from the heal, with
+// the largest bound of the cycle's kinds. Writes flow again at the first
+// acknowledged insert after the reference point, or at the end of the
+// last outage after it (RecoveryFrom): a fault that stops writes a moment
+// after it strikes is measured from the fault, not from the last write
+// that slipped through. It waits until an insert is acknowledged after
+// the cluster was found healthy, at most until the bound has passed and
+// 10 s more.
 func (cp *campaign) recovery(ctx context.Context, cy *Cycle) {
-	ref := cy.Healed
 	for _, f := range cy.Faults {
 		kind, _, _ := strings.Cut(f, ":")
 		cy.Bound = max(cy.Bound, nemesis(kind).Recover)
 	}
 	if len(cy.Faults) == 1 {
 		kind, _, _ := strings.Cut(cy.Faults[0], ":")
-		if nemesis(kind).FromStart {
-			ref, cy.FromStart = cy.Start, true
-		}
+		cy.FromStart = nemesis(kind).FromStart
+	}
+	ref := cy.Healed
+	if cy.FromStart {
+		ref = cy.Start
 	}
 	giveUp := max(cy.Healthy, ref+cy.Bound) + 10*time.Second
 	for {
 		returns := cp.h.AckReturns(ref)
 		if n := len(returns); n > 0 && returns[n-1] >= cy.Healthy {
-			cy.Recovery = RecoveryFrom(returns, ref)
+			if cy.FromStart {
+				cy.Recovery = RecoveryFrom(returns, cy.Start, cy.Healed)
+				cy.AfterHeal = RecoveryFrom(returns, cy.Healed, math.MaxInt64)
+			} else {
+				cy.Recovery = RecoveryFrom(returns, cy.Healed, math.MaxInt64)
+			}
 			return
 		}
 		if cy.Err != "" || cp.h.Now() > giveUp || ctx.Err() != nil {
-			cy.Recovery = -1
+			cy.Recovery, cy.AfterHeal = -1, -1
 			return
 		}
 		sleepCtx(ctx, 100*time.Millisecond)

@@ -260,16 +260,16 @@ const outageGap = time.Second
 
 // RecoveryFrom is how long after ref writes flowed again: the return of
 // the first acknowledged insert after ref, or of the one that ended the
-// last outage (no ack for longer than outageGap) after ref, minus ref.
-// returns are the acks' return times in order. It is -1 when none
-// returned at or after ref.
-func RecoveryFrom(returns []time.Duration, ref time.Duration) time.Duration {
+// last outage (no ack for longer than outageGap) that began after ref and
+// before before, minus ref. returns are the acks' return times in order.
+// It is -1 when none returned at or after ref.
+func RecoveryFrom(returns []time.Duration, ref, before time.Duration) time.Duration {
 	rec, last := time.Duration(-1), ref
 	for _, r := range returns {
 		if r < ref {
 			continue
 		}
-		if rec < 0 || r-last > outageGap {
+		if rec < 0 || (r-last > outageGap && last < before) {
 			rec = r - ref
 		}
 		last = r

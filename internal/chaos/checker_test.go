@@ -140,19 +140,24 @@ func TestSummaryTable_OneRowPerFigure(t *testing.T) {
 }
 
 func TestRecoveryFrom(t *testing.T) {
+	never := 1 << 30
 	tests := []struct {
-		name    string
-		returns []int
-		ref     int
-		want    int
+		name        string
+		returns     []int
+		ref, before int
+		want        int
 	}{
-		{"writes never stopped", []int{900, 1010, 1030, 1050}, 1000, 10},
+		{"writes never stopped", []int{900, 1010, 1030, 1050}, 1000, never, 10},
 		// A write slipped through right after the fault, then nothing
 		// for 9 s: writes flowed again at 10 s.
-		{"outage after a straggler", []int{1010, 10000, 10020}, 1000, 9000},
-		{"two outages: the last counts", []int{1010, 4000, 4020, 8000, 8010}, 1000, 7000},
-		{"short gaps are no outage", []int{1010, 1900, 2800}, 1000, 10},
-		{"nothing after ref", []int{100, 900}, 1000, -1},
+		{"outage after a straggler", []int{1010, 10000, 10020}, 1000, never, 9000},
+		{"two outages: the last counts", []int{1010, 4000, 4020, 8000, 8010}, 1000, never, 7000},
+		{"short gaps are no outage", []int{1010, 1900, 2800}, 1000, never, 10},
+		{"nothing after ref", []int{100, 900}, 1000, never, -1},
+		// The second outage began after the heal (at 5000): it is the
+		// heal's to answer for, not the fault's.
+		{"an outage after the heal does not count", []int{1010, 4000, 4020, 4500, 5000, 5020, 8000}, 1000, 5010, 3000},
+		{"an outage that began before the heal counts to its end", []int{1010, 8000}, 1000, 5000, 7000},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -164,7 +169,8 @@ func TestRecoveryFrom(t *testing.T) {
 			if tt.want < 0 {
 				want = -1
 			}
-			if got := RecoveryFrom(rs, time.Duration(tt.ref)*time.Millisecond); got != want {
+			ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
+			if got := RecoveryFrom(rs, ms(tt.ref), ms(tt.before)); got != want {
 				t.Errorf("got %v, want %v", got, want)
 			}
 		})
