@@ -30,6 +30,8 @@ type Node struct {
 	connMu sync.Mutex // guards idle
 	// idle is a local connection kept between probes (see withConn).
 	idle *pgx.Conn
+	// writeConn is WriteProbe's connection, kept between its calls.
+	writeConn *pgx.Conn
 
 	// replies measures the standbys' reply ages across probes.
 	replies replyTracker

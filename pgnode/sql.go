@@ -114,11 +114,13 @@ func (n *Node) release(c *pgx.Conn, err error) {
 // dropIdle closes the idle local connection (the server is going away).
 func (n *Node) dropIdle() {
 	n.connMu.Lock()
-	c := n.idle
-	n.idle = nil
+	c, w := n.idle, n.writeConn
+	n.idle, n.writeConn = nil, nil
 	n.connMu.Unlock()
-	if c != nil {
-		closeConn(c)
+	for _, c := range []*pgx.Conn{c, w} {
+		if c != nil {
+			closeConn(c)
+		}
 	}
 }
 
@@ -431,15 +433,25 @@ func pendingRestart(ctx context.Context, c *pgx.Conn) ([]string, error) {
 // standbys. The timeout is enforced on the client side: a stalled disk
 // hangs the commit, and statement_timeout would not end it. It fails with
 // ErrWriteProbe (or ErrNotPrimary on a standby).
+//
+// Its connection is kept for the next call (a primary is probed every
+// loop, and a new backend each time costs more than the probe): it is its
+// own, not the shared idle one, because a stalled commit holds it until
+// the timeout.
 func (n *Node) WriteProbe(ctx context.Context, timeout time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	conn, err := n.connect(ctx)
-	if err != nil {
-		return fmt.Errorf("%w: %s: %w", ErrWriteProbe, n.cfg.DataDir, err)
+	n.connMu.Lock()
+	conn := n.writeConn
+	n.writeConn = nil
+	n.connMu.Unlock()
+	if conn == nil || conn.IsClosed() {
+		var err error
+		if conn, err = n.connect(ctx); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrWriteProbe, n.cfg.DataDir, err)
+		}
 	}
-	defer closeConn(conn)
-	err = pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
 		var rec bool
 		if err := tx.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
 			return err
@@ -453,6 +465,16 @@ func (n *Node) WriteProbe(ctx context.Context, timeout time.Duration) error {
 		_, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, 'pgquorum', 'write-probe')")
 		return err
 	})
+	if err == nil || errors.Is(err, ErrNotPrimary) {
+		n.connMu.Lock()
+		if n.writeConn == nil {
+			n.writeConn, conn = conn, nil
+		}
+		n.connMu.Unlock()
+	}
+	if conn != nil {
+		closeConn(conn)
+	}
 	if errors.Is(err, ErrNotPrimary) {
 		return fmt.Errorf("write probe %s: %w", n.cfg.DataDir, err)
 	}

@@ -26,6 +26,9 @@ type actuator struct {
 	s   *Server
 	pg  Postgres
 	log *slog.Logger
+	// writes is what the primary's write probes saw (see writeprobe.go).
+	writes           writeHealth
+	writeStallLogged bool // guarded by mu
 
 	mu     sync.Mutex
 	health *pb.PostgresHealth
@@ -179,12 +182,13 @@ func (a *actuator) poke() {
 	}
 }
 
-// run drives the probe loop, the lease keeper and the convergence loop
+// run drives the probe loops, the lease keeper and the convergence loop
 // until ctx ends.
 func (a *actuator) run(ctx context.Context) {
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	go func() { defer wg.Done(); a.probeLoop(ctx) }()
+	go func() { defer wg.Done(); a.writeProbeLoop(ctx) }()
 	go func() { defer wg.Done(); a.leaseLoop(ctx) }()
 	go func() { defer wg.Done(); a.convergeLoop(ctx) }()
 	wg.Wait()

@@ -62,6 +62,7 @@ func (r *recordingPG) Rewind(context.Context, pgnode.Upstream) error {
 func (r *recordingPG) CloneFrom(context.Context, pgnode.Upstream) error { return r.rec("clone") }
 func (r *recordingPG) Reinit(context.Context, pgnode.Upstream) error    { return r.rec("reinit") }
 func (r *recordingPG) Probe(context.Context) (pgnode.Status, error)     { return r.status, nil }
+func (r *recordingPG) WriteProbe(context.Context, time.Duration) error  { return nil }
 func (r *recordingPG) Diverged(context.Context, pgnode.Upstream) (bool, error) {
 	return r.diverged, r.rec("diverged?")
 }

@@ -644,6 +644,31 @@ func TestFailover_PrimaryDiskFullHandsOverAtOnce(t *testing.T) {
 	}
 }
 
+// TestFailover_PrimaryOnAStalledDisk: the primary's commits hang while its
+// read-only probes still answer (chaos finding 5: no write for the whole
+// 29 s stall, the lease renewed all along). Its write probe times out, it
+// stops renewing, fences itself at the lease's end, and another member
+// takes over; never two primaries accepting writes.
+func TestFailover_PrimaryOnAStalledDisk(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	stalled := time.Now()
+	f.w.StallDisk(p.MemberId, true)
+	np := f.waitPrimary(p.Epoch+1, p.MemberId)
+	t.Logf("%s took over %v after %s's disk stalled", np.MemberId, time.Since(stalled).Round(time.Millisecond), p.MemberId)
+	f.c.Eventually(failoverWait, "the old primary stopped taking writes", func() bool {
+		return !slices.Contains(f.w.Accepting(), p.MemberId)
+	})
+	if o := f.w.Overlaps(); len(o) > 0 {
+		t.Fatalf("two primaries accepted writes at once: %v", o)
+	}
+	// The disk recovers: the old primary rejoins as a standby.
+	f.w.StallDisk(p.MemberId, false)
+	f.c.Eventually(failoverWait, p.MemberId+" streams from "+np.MemberId, func() bool {
+		return f.w.StreamingFrom(p.MemberId, np.MemberId)
+	})
+}
+
 // TestSwitchover_ScheduledThenCancelled: a switchover scheduled for later
 // does nothing until then and can be cancelled; a second cancel, a second
 // request and a request naming the primary itself are refused.

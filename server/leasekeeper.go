@@ -49,6 +49,7 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 			// A new epoch: the assignment itself was committed just now.
 			epoch = p.Epoch
 			validUntil = time.Now().Add(t.TTL)
+			a.writes.reset()
 			fallthrough
 		default:
 			// A renewal that hangs (a partition drops packets) must not
@@ -59,7 +60,14 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 			if fenceAt := validUntil.Add(-t.SafetyMargin); time.Now().Before(fenceAt) {
 				rctx, cancel = context.WithDeadline(ctx, fenceAt)
 			}
-			until, err := a.renew(rctx, p.Epoch)
+			var until time.Time
+			err := errWritesStalled
+			if !a.writesStalled(t.TTL) {
+				// A primary whose writes hang is not renewed: the
+				// fence below stops it at the lease's end, and the
+				// decider fails over (see writeprobe.go).
+				until, err = a.renew(rctx, p.Epoch)
+			}
 			cancel()
 			switch {
 			case err == nil:
@@ -88,6 +96,21 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// writesStalled reports a primary whose writes have been stuck for longer
+// than grace (see writeprobe.go), logging the first time.
+func (a *actuator) writesStalled(grace time.Duration) bool {
+	since, stuck := a.writes.stalled(time.Now(), grace)
+	a.mu.Lock()
+	first := stuck && !a.writeStallLogged
+	a.writeStallLogged = stuck
+	a.mu.Unlock()
+	if first {
+		a.log.Error("PostgreSQL has not finished a write for longer than the ttl (stalled disk?): not renewing the lease; it fences itself when the lease ends and another member takes over",
+			"stuck_for", time.Since(since).Round(time.Millisecond))
+	}
+	return stuck
 }
 
 // finalRenewal runs when the agent stops (SIGTERM for a restart or an

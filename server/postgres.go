@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/pgquorum/pgquorum/pgnode"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
@@ -27,6 +28,9 @@ type Postgres interface {
 	CloneFrom(ctx context.Context, up pgnode.Upstream) error
 	Reinit(ctx context.Context, up pgnode.Upstream) error
 	Probe(ctx context.Context) (pgnode.Status, error)
+	// WriteProbe commits a tiny write on a running primary, bounded by
+	// timeout, testing its own disk (not its standbys).
+	WriteProbe(ctx context.Context, timeout time.Duration) error
 	EnsureSlots(ctx context.Context, names []string) error
 	SetSynchronousStandbys(ctx context.Context, names []string, count int) error
 	SetParameters(ctx context.Context, params map[string]string) ([]string, error)

@@ -69,8 +69,11 @@ type Host struct {
 	cutAt      time.Time
 	starts     int
 	failRewind bool
-	failStart  bool
-	diskFull   bool
+	// diskStalled: every commit hangs (blkio throttle, FACTS.md); reads
+	// and probes still answer.
+	diskStalled bool
+	failStart   bool
+	diskFull    bool
 	// acceptFrom is the seq at which the server began accepting writes
 	// (0: it does not).
 	acceptFrom   uint64
@@ -290,6 +293,9 @@ func (w *World) Write(id string) (uint64, error) {
 	if h == nil || !h.accepting() {
 		return 0, fmt.Errorf("%w: %s", ErrNotAccepting, id)
 	}
+	if h.diskStalled {
+		return 0, fmt.Errorf("%w: %s: the commit hangs on a stalled disk", ErrNotAcknowledged, id)
+	}
 	w.writeID++
 	wid := w.writeID
 	h.data = append(h.data, wid)
@@ -473,6 +479,15 @@ func (w *World) FailStart(id string, fail bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	w.host(id).failStart = fail
+}
+
+// StallDisk makes id's disk stall (or resume): its commits hang, so no
+// client write is acknowledged and WriteProbe times out, while Probe still
+// answers.
+func (w *World) StallDisk(id string, stalled bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.host(id).diskStalled = stalled
 }
 
 // DiskFull makes every start of id fail as PostgreSQL does when a volume
@@ -798,6 +813,31 @@ func (f *FakePostgres) Probe(ctx context.Context) (pgnode.Status, error) {
 			SentLSN: sl, WriteLSN: sl, FlushLSN: sl, ReplayLSN: sl, SyncState: state, ReplyAge: age})
 	}
 	return st, nil
+}
+
+// WriteProbe implements server.Postgres: it hangs until timeout while the
+// disk is stalled.
+func (f *FakePostgres) WriteProbe(ctx context.Context, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		h := f.lock()
+		running, rec, stalled := h.running, h.inRecovery, h.diskStalled
+		f.unlock()
+		switch {
+		case !running:
+			return fmt.Errorf("%w: %s", pgnode.ErrNotRunning, f.id)
+		case rec:
+			return fmt.Errorf("write probe %s: %w", f.id, pgnode.ErrNotPrimary)
+		case !stalled:
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: %s: %w", pgnode.ErrWriteProbe, f.id, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }
 
 // EnsureSlots implements server.Postgres.
