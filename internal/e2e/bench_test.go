@@ -407,37 +407,41 @@ func TestBenchIdle(t *testing.T) {
 	defer pool.Close()
 	leader, commit0 := idleLeader(t, pool, c)
 	pids := map[string]int{}
-	before := map[string]time.Duration{}
+	before, beforeKids := map[string]time.Duration{}, map[string]time.Duration{}
 	for _, id := range c.PostgresNodes() {
 		pids[id] = c.AgentPID(id)
 		if pids[id] == 0 {
 			t.Fatalf("agent %s not running", id)
 		}
-		before[id] = procCPU(t, pids[id])
+		before[id], beforeKids[id] = procCPU(t, pids[id])
 	}
 	guard := c.GuardPID(primary)
 	guardBefore := time.Duration(0)
 	if guard > 0 {
-		guardBefore = procCPU(t, guard)
+		guardBefore, _ = procCPU(t, guard)
 	}
+	load0 := loadAvg()
 	t.Logf("idling for %v: agent PIDs %v, fence guard %d", window, pids, guard)
 	t0 := time.Now()
 	time.Sleep(window)
 	elapsed := time.Since(t0)
-	used := map[string]time.Duration{}
+	used, usedKids := map[string]time.Duration{}, map[string]time.Duration{}
 	for id, pid := range pids {
-		used[id] = procCPU(t, pid) - before[id]
+		self, kids := procCPU(t, pid)
+		used[id], usedKids[id] = self-before[id], kids-beforeKids[id]
 	}
 	guardUsed := time.Duration(0)
 	if guard > 0 {
-		guardUsed = procCPU(t, guard) - guardBefore
+		g, _ := procCPU(t, guard)
+		guardUsed = g - guardBefore
 	}
+	load1 := loadAvg()
 	leader2, commit1 := idleLeader(t, pool, c)
 	if p, e := c.WaitHealthy(30 * time.Second); p != primary || e != epoch || leader2 != leader {
 		t.Errorf("the cluster did not stay idle: primary %s -> %s, epoch %d -> %d, leader %s -> %s", primary, p, epoch, e, leader, leader2)
 	}
-	t.Logf("IDLE (%s profile, %v window): Raft entries committed %d (%.2f/s)", profile, elapsed.Round(time.Second),
-		commit1-commit0, float64(commit1-commit0)/elapsed.Seconds())
+	t.Logf("IDLE (%s profile, %v window): Raft entries committed %d (%.2f/s); machine load average %s at the start, %s at the end",
+		profile, elapsed.Round(time.Second), commit1-commit0, float64(commit1-commit0)/elapsed.Seconds(), load0, load1)
 	for _, id := range c.PostgresNodes() {
 		var roles []string
 		if id == leader {
@@ -448,8 +452,9 @@ func TestBenchIdle(t *testing.T) {
 		} else {
 			roles = append(roles, "replica")
 		}
-		t.Logf("IDLE (%s profile): %s %-14s agent CPU %5.2f %% of a core, RSS %5.1f MiB", profile, id,
-			strings.Join(roles, "+"), 100*used[id].Seconds()/elapsed.Seconds(), float64(procRSS(pids[id]))/(1<<20))
+		t.Logf("IDLE (%s profile): %s %-14s agent CPU %5.2f %% of a core (+%.2f %% in its reaped children), RSS %5.1f MiB", profile, id,
+			strings.Join(roles, "+"), 100*used[id].Seconds()/elapsed.Seconds(), 100*usedKids[id].Seconds()/elapsed.Seconds(),
+			float64(procRSS(pids[id]))/(1<<20))
 	}
 	if guard > 0 {
 		t.Logf("IDLE (%s profile): %s fence guard      CPU %5.2f %% of a core, RSS %5.1f MiB", profile, primary,
@@ -489,8 +494,10 @@ func idleLeader(t *testing.T, pool *rpc.Pool, c *e2e.Cluster) (string, uint64) {
 // /proc/PID/stat (100 on every Linux architecture Go supports here).
 const clockTicks = 100
 
-// procCPU returns the CPU time (user + system) pid has used so far.
-func procCPU(t *testing.T, pid int) time.Duration {
+// procCPU returns the CPU time (user + system) pid has used so far, and
+// that of its children it has waited for (pg_controldata and the like;
+// not PostgreSQL, which keeps running).
+func procCPU(t *testing.T, pid int) (self, children time.Duration) {
 	t.Helper()
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
@@ -500,12 +507,25 @@ func procCPU(t *testing.T, pid int) time.Duration {
 	// field 3, utime 14 and stime 15 (proc(5)).
 	s := string(b)
 	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	utime, err1 := strconv.ParseInt(f[14-3], 10, 64)
-	stime, err2 := strconv.ParseInt(f[15-3], 10, 64)
-	if err1 != nil || err2 != nil {
-		t.Fatalf("/proc/%d/stat: %q", pid, s)
+	var ticks [4]int64 // utime, stime, cutime, cstime: fields 14-17
+	for i := range ticks {
+		var err error
+		if ticks[i], err = strconv.ParseInt(f[14-3+i], 10, 64); err != nil {
+			t.Fatalf("/proc/%d/stat: %q", pid, s)
+		}
 	}
-	return time.Duration(utime+stime) * time.Second / clockTicks
+	return time.Duration(ticks[0]+ticks[1]) * time.Second / clockTicks, time.Duration(ticks[2]+ticks[3]) * time.Second / clockTicks
+}
+
+// loadAvg is the 1-minute load average of the machine: the figures of a
+// busy machine are higher (shared caches, more context switches).
+func loadAvg() string {
+	b, _ := os.ReadFile("/proc/loadavg")
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "?"
+	}
+	return f[0]
 }
 
 // procRSS returns the resident set size of pid in bytes (VmRSS), or 0.
