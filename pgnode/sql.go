@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // connect opens a connection to the local server through its Unix socket
@@ -451,21 +452,17 @@ func (n *Node) WriteProbe(ctx context.Context, timeout time.Duration) error {
 			return fmt.Errorf("%w: %s: %w", ErrWriteProbe, n.cfg.DataDir, err)
 		}
 	}
-	err := pgx.BeginFunc(ctx, conn, func(tx pgx.Tx) error {
-		var rec bool
-		if err := tx.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
-			return err
-		}
-		if rec {
-			return ErrNotPrimary
-		}
-		if _, err := tx.Exec(ctx, "SET LOCAL synchronous_commit = local"); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, "SELECT pg_logical_emit_message(true, 'pgquorum', 'write-probe')")
-		return err
-	})
-	if err == nil || errors.Is(err, ErrNotPrimary) {
+	// One round trip (simple protocol, several statements): the agent
+	// sends this every loop on the primary. A standby answers with
+	// read_only_sql_transaction.
+	_, err := conn.Exec(ctx, "BEGIN; SET LOCAL synchronous_commit = local; "+
+		"DO $$BEGIN IF pg_is_in_recovery() THEN RAISE EXCEPTION 'in recovery' USING ERRCODE = 'read_only_sql_transaction'; END IF; "+
+		"PERFORM pg_logical_emit_message(true, 'pgquorum', 'write-probe'); END$$; COMMIT")
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "25006" {
+		err = ErrNotPrimary
+	}
+	if err == nil {
 		n.connMu.Lock()
 		if n.writeConn == nil {
 			n.writeConn, conn = conn, nil
@@ -473,6 +470,7 @@ func (n *Node) WriteProbe(ctx context.Context, timeout time.Duration) error {
 		n.connMu.Unlock()
 	}
 	if conn != nil {
+		// Closed after any failure: it may sit in an aborted transaction.
 		closeConn(conn)
 	}
 	if errors.Is(err, ErrNotPrimary) {
