@@ -17,8 +17,12 @@ import (
 
 // stuckGrace is how long a standby may fail to stream before the
 // divergence check: a timeline switch after a promotion takes well under
-// a second.
-func (a *actuator) stuckGrace() time.Duration { return max(4*a.s.opts.Timing.LoopWait, 2*time.Second) }
+// a second, and the check itself is definitive (it compares against the
+// new primary's timeline history), so it need not wait long. In strict
+// mode with one standby left, writes wait for this standby's rewind after
+// a failover (chaos finding 8), so every second here is a second without
+// writes.
+func (a *actuator) stuckGrace() time.Duration { return max(2*a.s.opts.Timing.LoopWait, time.Second) }
 
 // rejoinIfDiverged rewinds a running standby of up that diverged from it.
 // It reports whether it did (or tried to).
