@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -120,40 +121,63 @@ func TestBouncer_SwitchoverAndHostLoss(t *testing.T) {
 // until the test ends (stopped by PID).
 func startBouncerAgent(t *testing.T, c *e2e.Cluster, pgb *pgtest.PgBouncer) {
 	// Under the cluster's directory, so PGQUORUME2E_KEEP keeps its log.
-	dir := filepath.Join(c.Base, "bouncer")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	runBouncerAgent(t, c, pgb, bouncerAgentRun{id: "pgb-e2e", dir: filepath.Join(c.Base, "bouncer"),
+		password: pgb.AdminPassword, logLevel: "info", dumpOnFailure: true})
+}
+
+// bouncerAgentRun says how runBouncerAgent starts `pgquorum bouncer`.
+type bouncerAgentRun struct {
+	id, dir  string
+	password string   // written into the config; empty: the agent's environment must carry it
+	logLevel string   // info or debug
+	env      []string // added to the agent's environment
+	// dumpOnFailure logs the agent's log tail when the test failed.
+	dumpOnFailure bool
+}
+
+// runBouncerAgent runs `pgquorum bouncer` for pgb, routing database "app"
+// to the cluster's primary, until the test ends (SIGTERM, then kill). It
+// returns the agent's log path.
+func runBouncerAgent(t *testing.T, c *e2e.Cluster, pgb *pgtest.PgBouncer, r bouncerAgentRun) string {
+	if err := os.MkdirAll(r.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
 	var eps []string
 	for _, n := range c.Nodes {
-		eps = append(eps, fmt.Sprintf("%q", n.GRPCAddr))
+		eps = append(eps, strconv.Quote(n.GRPCAddr))
 	}
-	cfg := fmt.Sprintf(`agent_id: pgb-e2e
-pgbouncer:
-  host: 127.0.0.1
-  port: %d
-  admin_user: %s
-  password: %q
-  include_path: %s
+	password := ""
+	if r.password != "" {
+		password = ", password: " + strconv.Quote(r.password)
+	}
+	cfg := fmt.Sprintf(`agent_id: %s
+pgbouncer: {host: 127.0.0.1, port: %d, admin_user: %s%s, include_path: %s}
 contact_lease: 1s
 tls: {insecure: true}
-log: {level: info}
+log: {level: %s}
 clusters:
   - name: %s
     endpoints: [%s]
     databases:
       - {name: app, dbname: postgres}
-`, pgb.Port, pgb.AdminUser, pgb.AdminPassword, pgb.IncludePath, c.Name, strings.Join(eps, ", "))
-	path := filepath.Join(dir, "bouncer.yaml")
+`, r.id, pgb.Port, pgb.AdminUser, password, pgb.IncludePath, r.logLevel, c.Name, strings.Join(eps, ", "))
+	path := filepath.Join(r.dir, "bouncer.yaml")
 	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logPath := filepath.Join(dir, "bouncer.log")
+	logPath := filepath.Join(r.dir, "bouncer.log")
 	lf, err := os.Create(logPath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(c.Bin, "bouncer", "--config", path)
+	// Not this process's PGQUORUM_POSTGRES_* (meant for the nodes).
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "PGQUORUM_POSTGRES_") {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
+	cmd.Env = append(cmd.Env, r.env...)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -169,7 +193,7 @@ clusters:
 			<-done
 		}
 		_ = lf.Close()
-		if t.Failed() {
+		if r.dumpOnFailure && t.Failed() {
 			b, _ := os.ReadFile(logPath)
 			if len(b) > 20000 {
 				b = b[len(b)-20000:]
@@ -177,6 +201,7 @@ clusters:
 			t.Logf("=== pgquorum bouncer log:\n%s", b)
 		}
 	})
+	return logPath
 }
 
 func connectSimple(ctx context.Context, dsn string) (*pgx.Conn, error) {

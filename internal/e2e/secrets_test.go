@@ -10,7 +10,6 @@ import (
 	"io/fs"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -70,7 +69,10 @@ func TestSecrets_NeverInClear(t *testing.T) {
 	samp := startSampler(t, secrets)
 	c.Start()
 	old, epoch := c.WaitHealthy(120 * time.Second)
-	bouncerLog := startBouncerAgentEnv(t, c, pgb, []string{"PGQUORUM_BOUNCER_PGBOUNCER_PASSWORD=" + pgbAdmin.value})
+	// The admin password is not in the agent's config file: it comes from
+	// the agent's environment.
+	bouncerLog := runBouncerAgent(t, c, pgb, bouncerAgentRun{id: "pgb-secrets", dir: t.TempDir(), logLevel: "debug",
+		env: []string{"PGQUORUM_BOUNCER_PGBOUNCER_PASSWORD=" + pgbAdmin.value}})
 	e2e.Eventually(t, 30*time.Second, "the include file routes to the primary", func() error {
 		b, err := os.ReadFile(pgb.IncludePath)
 		if err == nil && !strings.Contains(string(b), "port="+strconv.Itoa(c.Node(old).PGPort)) {
@@ -367,62 +369,6 @@ func (s *sampler) check(t *testing.T) {
 			t.Errorf("%s password in the environment of %s", name, prog)
 		}
 	}
-}
-
-// startBouncerAgentEnv runs `pgquorum bouncer` for pgb with env added to
-// its environment; the admin password is not in its config file. It
-// returns the agent's log path.
-func startBouncerAgentEnv(t *testing.T, c *e2e.Cluster, pgb *pgtest.PgBouncer, env []string) string {
-	dir := t.TempDir()
-	var eps []string
-	for _, n := range c.Nodes {
-		eps = append(eps, strconv.Quote(n.GRPCAddr))
-	}
-	cfg := fmt.Sprintf(`agent_id: pgb-secrets
-pgbouncer: {host: 127.0.0.1, port: %d, admin_user: %s, include_path: %s}
-contact_lease: 1s
-tls: {insecure: true}
-log: {level: debug}
-clusters:
-  - name: %s
-    endpoints: [%s]
-    databases:
-      - {name: app, dbname: postgres}
-`, pgb.Port, pgb.AdminUser, pgb.IncludePath, c.Name, strings.Join(eps, ", "))
-	path := filepath.Join(dir, "bouncer.yaml")
-	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	logPath := filepath.Join(dir, "bouncer.log")
-	lf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(c.Bin, "bouncer", "--config", path)
-	// Not this process's PGQUORUM_POSTGRES_* (meant for the nodes).
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "PGQUORUM_POSTGRES_") {
-			cmd.Env = append(cmd.Env, kv)
-		}
-	}
-	cmd.Env = append(cmd.Env, env...)
-	cmd.Stdout, cmd.Stderr = lf, lf
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		_ = lf.Close()
-	})
-	return logPath
 }
 
 func httpGet(t *testing.T, url string) string {
