@@ -50,6 +50,22 @@ func routeTo(pg *pgtest.Postgres) Route {
 	return Route{Host: pg.Host, Port: pg.Port, DBName: "postgres"}
 }
 
+// exposedOnA starts two Postgres servers and a tuned PgBouncer environment
+// whose database "app" is exposed on the first at epoch 1.
+func exposedOnA(t *testing.T) (a, b *pgtest.Postgres, e *env, ctx context.Context) {
+	t.Helper()
+	a, b = newPG(t), newPG(t)
+	e = newEnv(t)
+	ctx = ctxT(t, 60*time.Second)
+	if err := e.router.Tune(ctx, TuneOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.router.Expose(ctx, "app", 1, routeTo(a)); err != nil {
+		t.Fatal(err)
+	}
+	return a, b, e, ctx
+}
+
 // newPG starts a Postgres with the writes table.
 func newPG(t testing.TB) *pgtest.Postgres {
 	t.Helper()

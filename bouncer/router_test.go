@@ -29,15 +29,7 @@ func countRows(t testing.TB, pg *pgtest.Postgres) int {
 }
 
 func TestRouter_PlannedSwitchHasNoClientErrors(t *testing.T) {
-	a, b := newPG(t), newPG(t)
-	e := newEnv(t)
-	ctx := ctxT(t, 60*time.Second)
-	if err := e.router.Tune(ctx, TuneOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.router.Expose(ctx, "app", 1, routeTo(a)); err != nil {
-		t.Fatal(err)
-	}
+	a, b, e, ctx := exposedOnA(t)
 
 	loadCtx, stop := context.WithTimeout(ctx, 3*time.Second)
 	defer stop()
@@ -268,16 +260,8 @@ func repoint(ctx context.Context, r *Router, epoch uint64, to Route) (time.Durat
 }
 
 func TestRouter_RepointLatency(t *testing.T) {
-	a, b := newPG(t), newPG(t)
-	e := newEnv(t)
-	ctx := ctxT(t, 60*time.Second)
-	if err := e.router.Tune(ctx, TuneOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	a, b, e, ctx := exposedOnA(t)
 	targets := []Route{routeTo(a), routeTo(b)}
-	if err := e.router.Expose(ctx, "app", 1, targets[0]); err != nil {
-		t.Fatal(err)
-	}
 	var took []time.Duration
 	for i := range 20 {
 		d, err := repoint(ctx, e.router, uint64(i+2), targets[(i+1)%2])

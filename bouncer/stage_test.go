@@ -44,15 +44,7 @@ func includeEntry(t *testing.T, e *env, db string) Entry {
 // RESUMEs without another RELOAD. A RELOAD by someone else in between
 // makes the exposure take the full path.
 func TestRouter_StagedExposeOnlyResumes(t *testing.T) {
-	a, b := newPG(t), newPG(t)
-	e := newEnv(t)
-	ctx := ctxT(t, 60*time.Second)
-	if err := e.router.Tune(ctx, TuneOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := e.router.Expose(ctx, "app", 1, routeTo(a)); err != nil {
-		t.Fatal(err)
-	}
+	a, b, e, ctx := exposedOnA(t)
 	client, err := connect(ctx, e.pgb.DSN("app"))
 	if err != nil {
 		t.Fatal(err)
