@@ -109,6 +109,18 @@ func describe(err error) error {
 }
 
 // structured reports whether -o asks for JSON or YAML instead of tables.
+// memberStatus asks the member at addr for its status, bounded by the
+// client's timeout.
+func (c *ctl) memberStatus(ctx context.Context, addr string) (*pb.NodeStatus, error) {
+	cl, err := c.pool.Client(addr)
+	if err != nil {
+		return nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return cl.Status(cctx, &pb.StatusRequest{})
+}
+
 func (c *ctl) structured() bool { return c.output == "json" || c.output == "yaml" }
 
 // printJSON prints messages in the -o format (JSON or YAML): one message
@@ -258,22 +270,16 @@ func (c *ctl) statusCmd() *cobra.Command {
 			missing = map[string]error{}
 		)
 		for _, m := range st.Members {
-			cl, err := c.pool.Client(m.GrpcAddr)
-			if err == nil {
-				cctx, cancel := context.WithTimeout(ctx, c.timeout)
-				var ns *pb.NodeStatus
-				ns, err = cl.Status(cctx, &pb.StatusRequest{})
-				cancel()
-				if err == nil {
-					byID[m.Id] = ns
-					all = append(all, ns)
-					if ns.RaftState == "Leader" {
-						leader = ns
-					}
-					continue
-				}
+			ns, err := c.memberStatus(ctx, m.GrpcAddr)
+			if err != nil {
+				missing[m.Id] = err
+				continue
 			}
-			missing[m.Id] = err
+			byID[m.Id] = ns
+			all = append(all, ns)
+			if ns.RaftState == "Leader" {
+				leader = ns
+			}
 		}
 		if c.structured() {
 			return printList(c, all)

@@ -301,17 +301,10 @@ func (c *ctl) versionCmd() *cobra.Command {
 		var rows []memberVersion
 		for _, m := range st.Members {
 			row := memberVersion{ID: m.Id, Version: m.Version}
-			cl, err := c.pool.Client(m.GrpcAddr)
+			ns, err := c.memberStatus(ctx, m.GrpcAddr)
 			if err == nil {
-				cctx, cancel := context.WithTimeout(ctx, c.timeout)
-				var ns *pb.NodeStatus
-				ns, err = cl.Status(cctx, &pb.StatusRequest{})
-				cancel()
-				if err == nil {
-					row.Version, row.Reachable = ns.Version, true
-				}
-			}
-			if err != nil {
+				row.Version, row.Reachable = ns.Version, true
+			} else {
 				row.Error = status.Convert(err).Message()
 			}
 			rows = append(rows, row)

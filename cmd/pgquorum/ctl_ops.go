@@ -393,18 +393,12 @@ func (c *ctl) waitApplied(ctx context.Context, index uint64) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for _, m := range st.Members {
 		for {
-			cl, err := c.pool.Client(m.GrpcAddr)
+			ns, err := c.memberStatus(ctx, m.GrpcAddr)
+			if err == nil && ns.AppliedIndex >= index {
+				break
+			}
 			if err == nil {
-				cctx, cancel := context.WithTimeout(ctx, c.timeout)
-				var ns *pb.NodeStatus
-				ns, err = cl.Status(cctx, &pb.StatusRequest{})
-				cancel()
-				if err == nil && ns.AppliedIndex >= index {
-					break
-				}
-				if err == nil {
-					err = fmt.Errorf("applied index %d, want %d", ns.AppliedIndex, index)
-				}
+				err = fmt.Errorf("applied index %d, want %d", ns.AppliedIndex, index)
 			}
 			if time.Now().After(deadline) {
 				return fmt.Errorf("member %s has not applied the change within 60s: %v", m.Id, err)
