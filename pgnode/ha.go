@@ -154,11 +154,13 @@ func (n *Node) Demote(ctx context.Context, up Upstream) error {
 // Rewind resynchronises the data directory with up after a timeline
 // divergence, using pg_rewind --source-server as the OS user with the
 // rewind role. A running server is stopped first (fast); a crashed one is
-// recovered by pg_rewind itself (single-user mode). It first runs
-// CHECKPOINT on the source (best effort), and afterwards rewrites the
-// node-local configuration (pg_rewind copies the source's files) and the
-// standby settings. The server is left stopped; Start it as RoleAsIs or
-// RoleStandby.
+// recovered by pg_rewind itself (single-user mode). A primary shut down
+// cleanly before the source's timeline forked off (a planned switchover)
+// needs no pg_rewind and only gets the standby settings. Otherwise it
+// first runs CHECKPOINT on the source (best effort), and afterwards
+// rewrites the node-local configuration (pg_rewind copies the source's
+// files) and the standby settings. The server is left stopped; Start it as
+// RoleAsIs or RoleStandby.
 func (n *Node) Rewind(ctx context.Context, up Upstream) error {
 	if err := up.validate(); err != nil {
 		return err
@@ -176,17 +178,28 @@ func (n *Node) Rewind(ctx context.Context, up Upstream) error {
 		if err := n.stopLocked(ctx, StopFast); err != nil {
 			return err
 		}
+		// Stopped just now: its shutdown state decides below.
+		if info, err = n.Inspect(ctx); err != nil {
+			return err
+		}
 	}
 	if conn, err := n.connectTo(ctx, up.Host, up.Port, n.cfg.Rewind); err != nil {
 		n.log.Warn("cannot connect to rewind source for CHECKPOINT", "upstream", up.String(), "err", err)
 	} else {
-		err := n.prepareRewindSource(ctx, conn)
+		fork, err := n.prepareRewindSource(ctx, conn, info)
 		closeConn(conn)
 		if errors.Is(err, ErrSourceInRecovery) {
 			return fmt.Errorf("rewind %s from %s: %w", n.cfg.DataDir, up, err)
 		}
 		if err != nil {
 			n.log.Warn("CHECKPOINT on rewind source failed", "upstream", up.String(), "err", err)
+		}
+		if fork > 0 {
+			// A planned switchover: nothing to undo, and pg_rewind would
+			// cost a CHECKPOINT on the new primary and a few hundred
+			// milliseconds of its own while clients wait on it.
+			n.log.Info("no rewind needed", "upstream", up.String(), "checkpoint", info.CheckpointLSN.String(), "fork", fork.String())
+			return n.writeStandbyFiles(up)
 		}
 	}
 	src := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres connect_timeout=10 application_name=%s",
@@ -210,20 +223,56 @@ func (n *Node) Rewind(ctx context.Context, up Upstream) error {
 // prepareRewindSource refuses a source still in recovery (a new primary
 // whose promotion has not finished: pg_rewind would compare the old
 // timeline with itself, find nothing to do, and the old primary would then
-// be stuck behind the fork), then runs CHECKPOINT on it so its control file
-// names the new timeline.
-func (n *Node) prepareRewindSource(ctx context.Context, c *pgx.Conn) error {
+// be stuck behind the fork). When the target needs no rewind at all it
+// returns the source's fork point; otherwise it runs CHECKPOINT on the
+// source so its control file names the new timeline, and returns 0.
+func (n *Node) prepareRewindSource(ctx context.Context, c *pgx.Conn, target DataDirInfo) (LSN, error) {
 	cctx, cancel := context.WithTimeout(ctx, n.cfg.PromoteTimeout)
 	defer cancel()
 	var rec bool
-	if err := c.QueryRow(cctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
-		return err
+	var wal string
+	if err := c.QueryRow(cctx, "SELECT pg_is_in_recovery(), pg_walfile_name(pg_current_wal_lsn())").Scan(&rec, &wal); err != nil {
+		if pgErr := (*pgconn.PgError)(nil); errors.As(err, &pgErr) && pgErr.Code == "55000" {
+			return 0, ErrSourceInRecovery // pg_walfile_name refuses during recovery
+		}
+		return 0, err
 	}
 	if rec {
-		return ErrSourceInRecovery
+		return 0, ErrSourceInRecovery
+	}
+	if fork, ok := cleanBeforeFork(cctx, c, target, wal); ok {
+		return fork, nil
 	}
 	_, err := c.Exec(cctx, "CHECKPOINT")
-	return err
+	return 0, err
+}
+
+// cleanBeforeFork reports whether target, a stopped data directory, holds
+// no WAL that the source (whose current WAL file is wal) lacks: it was a
+// primary shut down cleanly, so its last record is the shutdown
+// checkpoint, and that checkpoint lies before the point where the
+// source's timeline forked off the target's. That is every planned
+// switchover (the candidate replayed the shutdown checkpoint before it was
+// promoted). A standby's "shut down in recovery" does not qualify: it may
+// have replayed WAL past its last restartpoint. Anything it cannot read
+// counts as "rewind needed", which pg_rewind then settles.
+func cleanBeforeFork(ctx context.Context, c *pgx.Conn, target DataDirInfo, wal string) (LSN, bool) {
+	if target.ClusterState != "shut down" || target.Timeline == 0 || target.CheckpointLSN == 0 || len(wal) < 8 {
+		return 0, false
+	}
+	upTLI, err := strconv.ParseUint(wal[:8], 16, 32)
+	if err != nil || uint32(upTLI) <= target.Timeline {
+		return 0, false
+	}
+	var history []byte
+	if err := c.QueryRow(ctx, "SELECT pg_read_binary_file($1)", fmt.Sprintf("pg_wal/%08X.history", upTLI)).Scan(&history); err != nil {
+		return 0, false
+	}
+	fork, ok := forkPoint(string(history), target.Timeline)
+	if !ok || target.CheckpointLSN >= fork {
+		return 0, false
+	}
+	return fork, true
 }
 
 // writeStandbyFiles re-applies the node-local configuration and makes the

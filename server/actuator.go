@@ -542,6 +542,14 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 		}
 	}
 	if !info.Standby {
+		if !info.Running && !p.Exposed {
+			// A stopped former primary waits until the new one is
+			// exposed: nothing waits for it, and its rewind check and
+			// start would compete with the promotion and PgBouncer's
+			// first logins on the new primary. (A running one is stopped
+			// at once, below.)
+			return nil
+		}
 		// A former primary: never start it writable (FACTS.md). Rewind it
 		// onto the new primary's timeline; clone again if rewind cannot.
 		if err := a.rejoin(ctx, p, up); err != nil {
@@ -617,7 +625,7 @@ func (a *actuator) rejoin(ctx context.Context, p *pb.PrimaryAssignment, up pgnod
 	}
 	err := a.pg.Rewind(ctx, up)
 	if err == nil {
-		a.log.Info("pg_rewind done", "primary", p.MemberId)
+		a.log.Info("former primary is a standby now", "primary", p.MemberId)
 		return nil
 	}
 	if errors.Is(err, pgnode.ErrSourceInRecovery) {
