@@ -84,6 +84,13 @@ type actuator struct {
 	// quiet suppresses the on_start and on_stop callbacks while an
 	// operator's restart runs (it fires on_restart instead).
 	quiet bool
+	// explicit is set while an operator's restart or reinit runs: its
+	// rounds act although the cluster is paused (see paused).
+	explicit bool
+	// fencedEpoch is the epoch whose lease last ran out here: the fence
+	// (or the guard) stopped this primary, and regaining the lease starts
+	// it again even while paused (see paused).
+	fencedEpoch uint64
 }
 
 func newActuator(s *Server, pg Postgres) *actuator {
@@ -315,6 +322,9 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		return a.stepDown(ctx, p, "switchover")
 	}
 	if !info.Initialized {
+		if a.paused(st) {
+			return fmt.Errorf("%w: assigned primary at epoch %d with an empty data directory; not initializing it", ErrPaused, p.Epoch)
+		}
 		if st.Identity.GetSystemIdentifier() != 0 {
 			a.setPhase(pb.PgState_PG_STATE_FAILED)
 			return fmt.Errorf("assigned primary at epoch %d but data directory %s is empty while the cluster has data; refusing to initialize a second cluster", p.Epoch, info.Path)
@@ -332,6 +342,10 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		a.probe(ctx)
 		a.lifecycle(cbStart)
 	} else if !info.Running || a.pg.Process().State == pgnode.ProcessNone {
+		if !info.Running && a.paused(st) && !a.unfencing(p.Epoch) {
+			a.clearCrash() // resumed, it gets a whole primary_start_timeout
+			return fmt.Errorf("%w: the primary's PostgreSQL is stopped; not starting it", ErrPaused)
+		}
 		if !info.Running && !info.Standby {
 			// Starting a primary data directory makes it writable.
 			if err := a.acquireLease(ctx, p.Epoch); err != nil {
@@ -356,6 +370,7 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		}
 		a.mu.Lock()
 		a.pgSyncSet = false
+		a.fencedEpoch = 0
 		a.mu.Unlock()
 	}
 	status, err := a.pg.Probe(ctx)
@@ -416,8 +431,13 @@ func (a *actuator) startForPrimary(ctx context.Context, info pgnode.DataDirInfo)
 
 // primaryDown handles a primary whose PostgreSQL is not up: restart in
 // place until primary_start_timeout, then give the lease back so the
-// decider fails over instead of waiting for the lease to run out.
+// decider fails over instead of waiting for the lease to run out. While
+// paused it does neither, and the clock starts when the cluster resumes.
 func (a *actuator) primaryDown(ctx context.Context, p *pb.PrimaryAssignment, cause error) error {
+	if a.paused(a.s.fsm.State()) {
+		a.clearCrash()
+		return fmt.Errorf("%w: the primary's PostgreSQL is down; not restarting it or stepping down: %w", ErrPaused, cause)
+	}
 	a.mu.Lock()
 	if a.crashedAt.IsZero() {
 		a.crashedAt = time.Now()
@@ -529,7 +549,11 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 		// re-clone it. A running server is left as it is.
 		return nil
 	}
+	paused := a.paused(st)
 	if !info.Initialized {
+		if paused {
+			return fmt.Errorf("%w: the data directory is empty; not cloning it", ErrPaused)
+		}
 		a.setPhase(pb.PgState_PG_STATE_CLONING)
 		err := a.clone(ctx, st, up)
 		a.setPhase(pb.PgState_PG_STATE_UNKNOWN)
@@ -550,6 +574,9 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 			// at once, below.)
 			return nil
 		}
+		if paused {
+			return a.holdFormerPrimary(ctx, info)
+		}
 		// A former primary: never start it writable (FACTS.md). Rewind it
 		// onto the new primary's timeline; clone again if rewind cannot.
 		if err := a.rejoin(ctx, p, up); err != nil {
@@ -563,8 +590,11 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 	following := a.following == up && info.Running && info.Standby && a.pg.Process().State == pgnode.ProcessRunning
 	a.mu.Unlock()
 	if !following {
+		if paused && !info.Running {
+			return fmt.Errorf("%w: PostgreSQL is stopped; not starting it", ErrPaused)
+		}
 		if err := a.pg.Start(ctx, pgnode.StartOptions{Role: pgnode.RoleStandby, Upstream: &up, ExpectSystemID: sysid}); err != nil {
-			if errors.Is(err, pgnode.ErrRoleMismatch) {
+			if errors.Is(err, pgnode.ErrRoleMismatch) && !paused {
 				return a.rejoin(ctx, p, up)
 			}
 			return fmt.Errorf("start standby of %s: %w", p.MemberId, err)
@@ -575,13 +605,64 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 		if !info.Running {
 			a.lifecycle(cbStart)
 		}
-	} else if rejoined, err := a.rejoinIfDiverged(ctx, p, up); rejoined || err != nil {
-		return err
+	} else if !paused { // a diverged standby is rewound once resumed
+		if rejoined, err := a.rejoinIfDiverged(ctx, p, up); rejoined || err != nil {
+			return err
+		}
 	}
 	a.markApplied(p.Epoch)
 	a.noteRole("replica")
 	a.presetPromotionSync(ctx, st)
 	return a.applyParameters(ctx, st)
+}
+
+// paused reports whether maintenance mode holds this round: nothing is
+// started, stopped, promoted by a start, rewound or cloned on the
+// actuator's own initiative while the cluster is paused. An operator's
+// restart or reinit still runs its rounds. Lease renewal and the lease
+// fence go on regardless: a primary that cannot renew stops taking writes
+// (invariant 1 beats maintenance mode), and so does a running former
+// primary (holdFormerPrimary).
+func (a *actuator) paused(st *pb.ClusterState) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return st.GetPaused() && !a.explicit
+}
+
+// noteFenced records that the lease of epoch ran out on this node.
+func (a *actuator) noteFenced(epoch uint64) {
+	a.mu.Lock()
+	a.fencedEpoch = epoch
+	a.mu.Unlock()
+}
+
+// unfencing reports whether this primary's PostgreSQL was stopped by the
+// lease fence of epoch, and not started since: starting it again once the
+// lease is back undoes the fence, which maintenance mode allows (the
+// operator paused a running primary; the fence is not management).
+func (a *actuator) unfencing(epoch uint64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return epoch != 0 && a.fencedEpoch == epoch
+}
+
+// holdFormerPrimary is a paused round's answer to a former primary: one
+// that runs is writable while another member is assigned, so it is
+// stopped (the one exception to maintenance mode, as for the lease
+// fence); it is neither rewound nor started until the cluster resumes.
+func (a *actuator) holdFormerPrimary(ctx context.Context, info pgnode.DataDirInfo) error {
+	if info.Running {
+		a.mu.Lock()
+		a.following = pgnode.Upstream{}
+		a.mu.Unlock()
+		if err := a.stop(ctx, pgnode.StopFast); err != nil {
+			if err := a.stop(ctx, pgnode.StopImmediate); err != nil {
+				return fmt.Errorf("stop former primary: %w", err)
+			}
+		}
+		a.log.Warn("stopped a running former primary; paused: not rewinding it until resumed")
+	}
+	return fmt.Errorf("%w: former primary; not rewinding or starting it", ErrPaused)
 }
 
 // clone creates this node's data directory: from a member tagged

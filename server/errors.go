@@ -17,6 +17,9 @@ var (
 	ErrShutdown     = errors.New("server is shutting down")
 	ErrDataDir      = errors.New("data directory unusable")
 	ErrPrecondition = errors.New("failed precondition")
+	// ErrPaused: maintenance mode keeps the actuator from starting,
+	// stopping, rewinding or cloning PostgreSQL on its own.
+	ErrPaused = errors.New("paused (maintenance mode)")
 )
 
 // NotLeaderError says who leads, so a caller can forward. It matches
@@ -52,6 +55,7 @@ var reasons = []struct {
 	{ErrDataDir, "DATA_DIR"},
 	{ErrPrecondition, "FAILED_PRECONDITION"},
 	{fsm.ErrMemberNotFound, "MEMBER_NOT_FOUND"},
+	{fsm.ErrMemberRemoved, "MEMBER_REMOVED"},
 	{fsm.ErrRemovePrimary, "REMOVE_PRIMARY"},
 	{fsm.ErrConfigConflict, "CONFIG_CONFLICT"},
 	{fsm.ErrStaleEpoch, "STALE_EPOCH"},

@@ -260,6 +260,7 @@ func (a *actuator) setFenced(f bool) bool {
 // fence stops PostgreSQL at once (immediate mode: no checkpoint, nothing
 // that can hang on a dead sync standby or a stalled disk).
 func (a *actuator) fence(ctx context.Context, epoch uint64, validUntil time.Time) {
+	a.noteFenced(epoch)
 	if a.setFenced(true) {
 		a.log.Error("lease about to run out: fencing PostgreSQL", "epoch", epoch,
 			"lease_left", time.Until(validUntil).Round(time.Millisecond))

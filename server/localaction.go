@@ -77,6 +77,16 @@ func (a *actuator) handle(ctx context.Context, r *localRequest) {
 	if e := st.Primary.GetEpoch(); r.req.Epoch != 0 && e != r.req.Epoch {
 		res.err = fmt.Errorf("%w: the primary changed (epoch %d, the request was made at %d); ask again", ErrPrecondition, e, r.req.Epoch)
 	} else {
+		// An operator's restart or reinit acts although the cluster is
+		// paused: maintenance mode stops only what is automatic.
+		a.mu.Lock()
+		a.explicit = true
+		a.mu.Unlock()
+		defer func() {
+			a.mu.Lock()
+			a.explicit = false
+			a.mu.Unlock()
+		}()
 		switch r.req.Action {
 		case pb.LocalActionKind_LOCAL_ACTION_RESTART:
 			res = a.restart(ctx, st, r.req.PendingOnly)
