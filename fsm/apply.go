@@ -39,10 +39,20 @@ func applyUpsertMember(s *pb.ClusterState, c *pb.UpsertMember) (*pb.StateDelta, 
 	if m.GetId() == s.Primary.GetMemberId() && m.GetRole() == pb.MemberRole_MEMBER_ROLE_WITNESS {
 		return nil, fmt.Errorf("%w: %q is the primary and cannot become a witness", ErrNotEligible, m.GetId())
 	}
+	if tombstoneIndex(s, m.GetId()) >= 0 && !c.Readmit {
+		return nil, fmt.Errorf("%w: %q was removed by an operator; only an explicit add brings it back", ErrMemberRemoved, m.GetId())
+	}
+	d := &pb.StateDelta{}
+	if clearTombstone(s, m.GetId()) {
+		d.TombstoneCleared = m.GetId()
+	}
 	m = clone(m)
 	i := sort.Search(len(s.Members), func(i int) bool { return s.Members[i].Id >= m.Id })
 	if i < len(s.Members) && s.Members[i].Id == m.Id {
 		if proto.Equal(s.Members[i], m) {
+			if d.TombstoneCleared != "" {
+				return d, nil
+			}
 			return nil, nil
 		}
 		s.Members[i] = m
@@ -51,24 +61,84 @@ func applyUpsertMember(s *pb.ClusterState, c *pb.UpsertMember) (*pb.StateDelta, 
 		copy(s.Members[i+1:], s.Members[i:])
 		s.Members[i] = m
 	}
-	return &pb.StateDelta{UpsertedMembers: []*pb.Member{clone(m)}}, nil
+	d.UpsertedMembers = []*pb.Member{clone(m)}
+	return d, nil
 }
 
-func applyRemoveMember(s *pb.ClusterState, c *pb.RemoveMember) (*pb.StateDelta, error) {
-	i := memberIndex(s, c.Id)
-	if i < 0 {
-		return nil, fmt.Errorf("%w: %q", ErrMemberNotFound, c.Id)
+// applyRemoveMember drops a member. With c.Tombstone (an operator's
+// removal) it records a tombstone too, even for an id that has no member
+// record (a node in the Raft configuration that never registered), so the
+// node cannot register itself back.
+func applyRemoveMember(s *pb.ClusterState, index uint64, c *pb.RemoveMember) (*pb.StateDelta, error) {
+	if c.Id == "" {
+		return nil, fmt.Errorf("%w: remove_member needs id", ErrMemberNotFound)
 	}
 	if s.Primary.GetMemberId() == c.Id {
 		return nil, fmt.Errorf("%w: %q", ErrRemovePrimary, c.Id)
 	}
-	s.Members = append(s.Members[:i], s.Members[i+1:]...)
-	d := &pb.StateDelta{RemovedMembers: []string{c.Id}}
-	if kept := without(s.Sync.GetMembers(), c.Id); len(kept) != len(s.Sync.GetMembers()) {
-		s.Sync.Members = kept
-		d.Sync = clone(s.Sync)
+	i := memberIndex(s, c.Id)
+	if i < 0 && !c.Tombstone {
+		return nil, fmt.Errorf("%w: %q", ErrMemberNotFound, c.Id)
+	}
+	d := &pb.StateDelta{}
+	if i >= 0 {
+		s.Members = append(s.Members[:i], s.Members[i+1:]...)
+		d.RemovedMembers = []string{c.Id}
+		if kept := without(s.Sync.GetMembers(), c.Id); len(kept) != len(s.Sync.GetMembers()) {
+			s.Sync.Members = kept
+			d.Sync = clone(s.Sync)
+		}
+	}
+	if c.Tombstone && tombstoneIndex(s, c.Id) < 0 {
+		t := &pb.Tombstone{Id: c.Id, Index: index}
+		addTombstone(s, t)
+		d.Tombstone = clone(t)
+	}
+	if len(d.RemovedMembers) == 0 && d.Tombstone == nil {
+		return nil, nil
 	}
 	return d, nil
+}
+
+// TombstoneLimit bounds the tombstones kept in the state; the oldest goes
+// first. A node removed that long ago and still running is the operator's
+// to notice.
+const TombstoneLimit = 64
+
+func tombstoneIndex(s *pb.ClusterState, id string) int {
+	for i, t := range s.Tombstones {
+		if t.Id == id {
+			return i
+		}
+	}
+	return -1
+}
+
+// addTombstone appends t, dropping the oldest beyond TombstoneLimit.
+func addTombstone(s *pb.ClusterState, t *pb.Tombstone) {
+	s.Tombstones = append(s.Tombstones, t)
+	if n := len(s.Tombstones) - TombstoneLimit; n > 0 {
+		s.Tombstones = append([]*pb.Tombstone(nil), s.Tombstones[n:]...)
+	}
+}
+
+// clearTombstone drops id's tombstone and reports whether there was one.
+func clearTombstone(s *pb.ClusterState, id string) bool {
+	i := tombstoneIndex(s, id)
+	if i < 0 {
+		return false
+	}
+	s.Tombstones = append(s.Tombstones[:i], s.Tombstones[i+1:]...)
+	return true
+}
+
+// FindTombstone returns id's tombstone, or nil when an operator did not
+// remove it (or added it back since).
+func FindTombstone(s *pb.ClusterState, id string) *pb.Tombstone {
+	if i := tombstoneIndex(s, id); i >= 0 {
+		return s.Tombstones[i]
+	}
+	return nil
 }
 
 func applySetConfig(s *pb.ClusterState, c *pb.SetConfig) (*pb.StateDelta, error) {

@@ -139,6 +139,28 @@ func TestApply_UpsertMember(t *testing.T) {
 				func() *pb.Member { m := pgMember("a"); m.Version = "2"; return m }(),
 			}},
 		},
+		{
+			name: "removed member refused", base: newCluster,
+			setup:   []proto.Message{&pb.RemoveMember{Id: "b", Tombstone: true}},
+			cmd:     &pb.UpsertMember{Member: pgMember("b")},
+			wantErr: ErrMemberRemoved,
+		},
+		{
+			name: "explicit add clears the tombstone", base: newCluster,
+			setup: []proto.Message{&pb.RemoveMember{Id: "b", Tombstone: true}},
+			cmd:   &pb.UpsertMember{Member: pgMember("b"), Readmit: true},
+			want: func(st *pb.ClusterState) {
+				st.Members = []*pb.Member{pgMember("a"), pgMember("b"), pgMember("c"), witness("w")}
+				st.Tombstones = nil
+			},
+			wantDelta: &pb.StateDelta{UpsertedMembers: []*pb.Member{pgMember("b")}, TombstoneCleared: "b"},
+		},
+		{
+			name: "explicit add of a member never removed", base: newInitialized,
+			cmd:       &pb.UpsertMember{Member: pgMember("b"), Readmit: true},
+			want:      func(st *pb.ClusterState) { st.Members = []*pb.Member{pgMember("b")} },
+			wantDelta: &pb.StateDelta{UpsertedMembers: []*pb.Member{pgMember("b")}},
+		},
 		{name: "primary to witness", base: newCluster, cmd: &pb.UpsertMember{Member: witness("a")}, wantErr: ErrNotEligible},
 		{name: "no member", base: newInitialized, cmd: &pb.UpsertMember{}, wantErr: ErrBadCommand},
 		{name: "empty id", base: newInitialized, cmd: &pb.UpsertMember{Member: &pb.Member{RaftAddr: "x:1"}}, wantErr: ErrBadCommand},
@@ -164,6 +186,43 @@ func TestApply_RemoveMember(t *testing.T) {
 			},
 			wantDelta: &pb.StateDelta{RemovedMembers: []string{"b"}, Sync: &pb.SyncState{Epoch: 1, Members: []string{"c"}}},
 		},
+		{
+			name: "operator removal records a tombstone", base: newCluster,
+			cmd: &pb.RemoveMember{Id: "b", Tombstone: true},
+			want: func(st *pb.ClusterState) {
+				st.Members = []*pb.Member{pgMember("a"), pgMember("c"), witness("w")}
+				st.Tombstones = []*pb.Tombstone{{Id: "b", Index: st.Index + 1}}
+			},
+			wantDelta: &pb.StateDelta{RemovedMembers: []string{"b"}, Tombstone: &pb.Tombstone{Id: "b", Index: 7}},
+		},
+		{
+			// In Raft but never registered: the tombstone still keeps it out.
+			name: "tombstone without a member record", base: newCluster,
+			cmd:       &pb.RemoveMember{Id: "zz", Tombstone: true},
+			want:      func(st *pb.ClusterState) { st.Tombstones = []*pb.Tombstone{{Id: "zz", Index: st.Index + 1}} },
+			wantDelta: &pb.StateDelta{Tombstone: &pb.Tombstone{Id: "zz", Index: 7}},
+		},
+		{
+			name: "tombstone twice publishes nothing", base: newCluster,
+			setup: []proto.Message{&pb.RemoveMember{Id: "zz", Tombstone: true}},
+			cmd:   &pb.RemoveMember{Id: "zz", Tombstone: true},
+		},
+		{
+			name: "tombstones are bounded, oldest dropped", base: newCluster,
+			setup: func() []proto.Message {
+				var out []proto.Message
+				for i := range TombstoneLimit {
+					out = append(out, &pb.RemoveMember{Id: fmt.Sprintf("x%02d", i), Tombstone: true})
+				}
+				return out
+			}(),
+			cmd: &pb.RemoveMember{Id: "zz", Tombstone: true},
+			want: func(st *pb.ClusterState) {
+				st.Tombstones = append(st.Tombstones[1:], &pb.Tombstone{Id: "zz", Index: st.Index + 1})
+			},
+			wantDelta: &pb.StateDelta{Tombstone: &pb.Tombstone{Id: "zz", Index: 6 + TombstoneLimit + 1}},
+		},
+		{name: "tombstone of the primary", base: newCluster, cmd: &pb.RemoveMember{Id: "a", Tombstone: true}, wantErr: ErrRemovePrimary},
 		{name: "unknown", base: newCluster, cmd: &pb.RemoveMember{Id: "zz"}, wantErr: ErrMemberNotFound},
 		{name: "empty id", base: newCluster, cmd: &pb.RemoveMember{}, wantErr: ErrMemberNotFound},
 		{name: "primary", base: newCluster, cmd: &pb.RemoveMember{Id: "a"}, wantErr: ErrRemovePrimary},

@@ -10,6 +10,7 @@ var (
 	ErrAlreadyInitialized = errors.New("fsm: cluster already initialized")
 	ErrNotInitialized     = errors.New("fsm: cluster not initialized")
 	ErrMemberNotFound     = errors.New("fsm: member not found")
+	ErrMemberRemoved      = errors.New("fsm: member was removed by an operator")
 	ErrRemovePrimary      = errors.New("fsm: cannot remove the current primary")
 	ErrConfigConflict     = errors.New("fsm: dynamic config changed since it was read")
 	ErrStaleEpoch         = errors.New("fsm: stale epoch")

@@ -90,7 +90,7 @@ func (f *FSM) apply(index uint64, cmd proto.Message) (*pb.StateDelta, error) {
 	case *pb.UpsertMember:
 		return applyUpsertMember(s, c)
 	case *pb.RemoveMember:
-		return applyRemoveMember(s, c)
+		return applyRemoveMember(s, index, c)
 	case *pb.SetConfig:
 		return applySetConfig(s, c)
 	case *pb.AssignPrimary:

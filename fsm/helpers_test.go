@@ -165,6 +165,14 @@ func checkInvariants(t testing.TB, st *pb.ClusterState) {
 	if !sort.StringsAreSorted(st.Sync.Members) {
 		t.Fatalf("sync members not sorted: %v", st.Sync.Members)
 	}
+	if len(st.Tombstones) > TombstoneLimit {
+		t.Fatalf("%d tombstones, limit %d", len(st.Tombstones), TombstoneLimit)
+	}
+	for i, ts := range st.Tombstones {
+		if tombstoneIndex(st, ts.Id) != i || FindMember(st, ts.Id) != nil {
+			t.Fatalf("tombstone %q duplicated or also a member", ts.Id)
+		}
+	}
 }
 
 // memSink is a raft.SnapshotSink that keeps the snapshot in memory.
@@ -270,9 +278,11 @@ func genLog(seed int64, n int) []*raft.Log {
 			if old := FindMember(st, m.Id); old != nil && rng.Intn(3) == 0 {
 				m = old // identical upsert: publishes nothing
 			}
-			cmd = &pb.UpsertMember{Member: m}
+			// Half the upserts are explicit adds, so a tombstone is
+			// sometimes cleared and sometimes refuses the upsert.
+			cmd = &pb.UpsertMember{Member: m, Readmit: rng.Intn(2) == 0}
 		case r < 27:
-			cmd = &pb.RemoveMember{Id: pick()}
+			cmd = &pb.RemoveMember{Id: pick(), Tombstone: rng.Intn(2) == 0}
 		case r < 33:
 			cmd = &pb.SetConfig{
 				ExpectedVersion: epochOff(st.Config.Version),

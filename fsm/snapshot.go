@@ -14,7 +14,14 @@ import (
 // refuse a file that is not ours, or a format it does not know, by name.
 var snapshotMagic = []byte("PGQS")
 
-const snapshotVersion = 1
+// snapshotVersion is the format EncodeSnapshot writes. Version 2 added
+// tombstones: a build that reads only version 1 refuses such a snapshot
+// instead of dropping them (and letting removed members back in).
+// DecodeSnapshot reads both; a version 1 snapshot simply has none.
+const (
+	snapshotVersion   = 2
+	snapshotVersionV1 = 1
+)
 
 // MaxSnapshotSize bounds what Restore reads; the state is small (members,
 // config, bounded history), so anything larger is corrupt.
@@ -45,12 +52,16 @@ func DecodeSnapshot(data []byte) (*pb.ClusterState, error) {
 	if len(data) < len(snapshotMagic)+1 || !bytes.Equal(data[:len(snapshotMagic)], snapshotMagic) {
 		return nil, fmt.Errorf("%w: missing header (not a pgquorum snapshot)", ErrBadSnapshot)
 	}
-	if v := data[len(snapshotMagic)]; v != snapshotVersion {
-		return nil, fmt.Errorf("%w: format version %d, this build reads %d", ErrBadSnapshot, v, snapshotVersion)
+	v := data[len(snapshotMagic)]
+	if v != snapshotVersion && v != snapshotVersionV1 {
+		return nil, fmt.Errorf("%w: format version %d, this build reads %d and %d", ErrBadSnapshot, v, snapshotVersionV1, snapshotVersion)
 	}
 	st := &pb.ClusterState{}
 	if err := proto.Unmarshal(data[len(snapshotMagic)+1:], st); err != nil {
 		return nil, fmt.Errorf("%w: body is not a cluster state: %v", ErrBadSnapshot, err)
+	}
+	if v == snapshotVersionV1 && len(st.Tombstones) > 0 {
+		return nil, fmt.Errorf("%w: format version 1 with tombstones", ErrBadSnapshot)
 	}
 	normalize(st)
 	for i := 1; i < len(st.Members); i++ {
@@ -61,6 +72,17 @@ func DecodeSnapshot(data []byte) (*pb.ClusterState, error) {
 	for i := 1; i < len(st.Bouncers); i++ {
 		if st.Bouncers[i-1].Id >= st.Bouncers[i].Id {
 			return nil, fmt.Errorf("%w: bouncer agents not sorted or duplicated at %q", ErrBadSnapshot, st.Bouncers[i].Id)
+		}
+	}
+	if len(st.Tombstones) > TombstoneLimit {
+		return nil, fmt.Errorf("%w: %d tombstones, at most %d", ErrBadSnapshot, len(st.Tombstones), TombstoneLimit)
+	}
+	for i, t := range st.Tombstones {
+		if t.Id == "" || tombstoneIndex(st, t.Id) != i {
+			return nil, fmt.Errorf("%w: tombstone %d empty or duplicated (%q)", ErrBadSnapshot, i, t.Id)
+		}
+		if memberIndex(st, t.Id) >= 0 {
+			return nil, fmt.Errorf("%w: %q is both a member and a tombstone", ErrBadSnapshot, t.Id)
 		}
 	}
 	// Epochs only grow (invariant 2): a snapshot whose history goes back in

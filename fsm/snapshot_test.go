@@ -3,6 +3,7 @@ package fsm
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -29,12 +30,17 @@ func TestSnapshot_RoundTrip(t *testing.T) {
 			)
 			return f
 		}},
+		{"tombstones", func(t testing.TB) *FSM {
+			f := newCluster(t)
+			mustRun(t, f, &pb.RemoveMember{Id: "c", Tombstone: true}, &pb.RemoveMember{Id: "never-registered", Tombstone: true})
+			return f
+		}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			f := tc.fsm(t)
 			data := persist(t, f)
-			if !bytes.HasPrefix(data, []byte("PGQS\x01")) {
+			if !bytes.HasPrefix(data, []byte("PGQS\x02")) {
 				t.Fatalf("snapshot header %q", data[:min(len(data), 5)])
 			}
 			g := restored(t, data)
@@ -102,7 +108,7 @@ func TestRestore_Refusals(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return append([]byte("PGQS\x01"), b...)
+		return append([]byte("PGQS\x02"), b...)
 	}
 	tests := []struct {
 		name string
@@ -113,7 +119,7 @@ func TestRestore_Refusals(t *testing.T) {
 		{"short", []byte("PGQ"), "missing header"},
 		{"wrong magic", append([]byte("XGQS\x01"), body...), "not a pgquorum snapshot"},
 		{"raft json", []byte(`{"members":[]}`), "not a pgquorum snapshot"},
-		{"unknown version", append([]byte("PGQS\x02"), body...), "format version 2"},
+		{"unknown version", append([]byte("PGQS\x03"), body...), "format version 3"},
 		{"version zero", append([]byte("PGQS\x00"), body...), "format version 0"},
 		{"garbage body", append([]byte("PGQS\x01"), 0xff, 0xff, 0xff, 0x07), "body is not a cluster state"},
 		{"truncated body", good[:len(good)-4], "body is not a cluster state"},
@@ -130,6 +136,26 @@ func TestRestore_Refusals(t *testing.T) {
 			st.History = append(st.History, &pb.HistoryEntry{Epoch: 1})
 			st.Primary.Epoch = 2
 		}), "history epochs not increasing"},
+		{"tombstones in version 1", func() []byte {
+			st := newCluster(t).State()
+			st.Tombstones = []*pb.Tombstone{{Id: "z", Index: 3}}
+			b, _ := proto.Marshal(st)
+			return append([]byte("PGQS\x01"), b...)
+		}(), "format version 1 with tombstones"},
+		{"duplicate tombstone", withState(func(st *pb.ClusterState) {
+			st.Tombstones = []*pb.Tombstone{{Id: "z", Index: 3}, {Id: "z", Index: 4}}
+		}), `tombstone 1 empty or duplicated ("z")`},
+		{"empty tombstone", withState(func(st *pb.ClusterState) {
+			st.Tombstones = []*pb.Tombstone{{Index: 3}}
+		}), "tombstone 0 empty or duplicated"},
+		{"member with a tombstone", withState(func(st *pb.ClusterState) {
+			st.Tombstones = []*pb.Tombstone{{Id: "b", Index: 3}}
+		}), `"b" is both a member and a tombstone`},
+		{"too many tombstones", withState(func(st *pb.ClusterState) {
+			for i := range TombstoneLimit + 1 {
+				st.Tombstones = append(st.Tombstones, &pb.Tombstone{Id: fmt.Sprintf("z%d", i)})
+			}
+		}), "tombstones, at most"},
 		{"history ahead of primary", withState(func(st *pb.ClusterState) {
 			st.History = append(st.History, &pb.HistoryEntry{Epoch: 5})
 		}), "beyond the primary's epoch"},
@@ -207,4 +233,22 @@ type zeros struct{}
 func (zeros) Read(p []byte) (int, error) {
 	clear(p)
 	return len(p), nil
+}
+
+// TestRestore_Version1 reads a snapshot written before tombstones existed
+// (format version 1): an operator upgrading a cluster keeps its state.
+func TestRestore_Version1(t *testing.T) {
+	want := newCluster(t).State()
+	body, err := proto.MarshalOptions{Deterministic: true}.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := restored(t, append([]byte("PGQS\x01"), body...))
+	if got := f.State(); !proto.Equal(got, want) {
+		t.Fatalf("version 1 restore:\n got %v\nwant %v", got, want)
+	}
+	// Written again, it is version 2.
+	if data := persist(t, f); !bytes.HasPrefix(data, []byte("PGQS\x02")) {
+		t.Fatalf("re-persisted header %q", data[:5])
+	}
 }

@@ -134,13 +134,19 @@ func ApplyEvent(st *pb.ClusterState, ev *pb.WatchEvent) *pb.ClusterState {
 		st = emptyState()
 	}
 	d := ev.GetDelta()
+	if id := d.GetTombstoneCleared(); id != "" {
+		clearTombstone(st, id)
+	}
 	for _, m := range d.GetUpsertedMembers() {
-		_, _ = applyUpsertMember(st, &pb.UpsertMember{Member: m})
+		_, _ = applyUpsertMember(st, &pb.UpsertMember{Member: m, Readmit: true})
 	}
 	for _, id := range d.GetRemovedMembers() {
 		if i := memberIndex(st, id); i >= 0 {
 			st.Members = append(st.Members[:i], st.Members[i+1:]...)
 		}
+	}
+	if t := d.GetTombstone(); t != nil && tombstoneIndex(st, t.Id) < 0 {
+		addTombstone(st, clone(t))
 	}
 	if d.GetIdentity() != nil {
 		st.Identity = clone(d.Identity)

@@ -30,7 +30,7 @@ func codeOf(err error) codes.Code {
 		errors.Is(err, server.ErrWrongCluster), errors.Is(err, fsm.ErrRemovePrimary),
 		errors.Is(err, fsm.ErrNotEligible), errors.Is(err, fsm.ErrNotPrimary),
 		errors.Is(err, fsm.ErrSystemIDMismatch), errors.Is(err, fsm.ErrNotInitialized),
-		errors.Is(err, fsm.ErrAlreadyInitialized):
+		errors.Is(err, fsm.ErrAlreadyInitialized), errors.Is(err, fsm.ErrMemberRemoved):
 		return codes.FailedPrecondition
 	}
 	return codes.Internal

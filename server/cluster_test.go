@@ -88,7 +88,7 @@ func TestCluster_LeaderLoss(t *testing.T) {
 	c := servertest.New(t, 3)
 	converged(t, c, 3)
 	old := c.WaitLeader(wait)
-	c.Kill(old)
+	c.Crash(old)
 	leader := c.WaitLeader(wait)
 	if leader == old {
 		t.Fatal("killed node still leads")
@@ -147,12 +147,83 @@ func TestCluster_RemoveLeader(t *testing.T) {
 	if _, err := old.Srv.RemoveMember(ctx(t), old.ID, false); err != nil {
 		t.Fatalf("remove leader: %v", err)
 	}
-	c.Kill(old)
+	c.Crash(old)
 	leader := c.WaitLeader(wait)
 	c.Eventually(wait, "removed leader gone from raft and fsm", func() bool {
 		st, _ := leader.Srv.State(context.Background(), false)
 		_, inRaft := raftServers(t, leader)[old.ID]
 		return len(raftServers(t, leader)) == 2 && !inRaft && fsm.FindMember(st, old.ID) == nil
+	})
+}
+
+// TestCluster_RemovedMemberStaysRemoved: a member removed while its node
+// keeps running stays out of the Raft configuration and the FSM, because
+// its node's own registration is refused; only an explicit add (what
+// `ctl members add` sends) brings it back.
+func TestCluster_RemovedMemberStaysRemoved(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	leader := c.WaitLeader(wait)
+	gone := c.Followers()[0]
+	if _, err := c.Client(leader).RemoveMember(ctx(t), &pb.RemoveMemberRequest{Id: gone.ID}); err != nil {
+		t.Fatalf("remove %s: %v", gone.ID, err)
+	}
+	// out reports whether every other node has gone out of its Raft
+	// configuration and member list, with a tombstone in its place.
+	out := func() (bool, string) {
+		for _, n := range c.Nodes {
+			if n == gone || !n.Running() {
+				continue
+			}
+			st, err := n.Srv.State(context.Background(), false)
+			if err != nil {
+				return false, err.Error()
+			}
+			if _, inRaft := raftServers(t, n)[gone.ID]; inRaft {
+				return false, n.ID + " has it in its raft configuration"
+			}
+			if fsm.FindMember(st, gone.ID) != nil || fsm.FindTombstone(st, gone.ID) == nil {
+				return false, n.ID + " has it as a member, or no tombstone"
+			}
+		}
+		return true, ""
+	}
+	c.Eventually(wait, "the removal everywhere", func() bool { ok, _ := out(); return ok })
+	// The removed node keeps running through many loop waits (it used to
+	// be back within one) and must stay out all along.
+	for until := time.Now().Add(20 * servertest.Timing.LoopWait); time.Now().Before(until); {
+		if ok, why := out(); !ok {
+			t.Fatalf("removed member came back: %s", why)
+		}
+		if !gone.Running() {
+			t.Fatal("the removed node stopped; it should keep running for an operator to decide")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Its own kind of request, without readmit, is refused by name.
+	self := &pb.Member{Id: gone.ID, RaftAddr: gone.RaftAddr, GrpcAddr: gone.GRPCAddr, PgAddr: gone.Opts.PGAddr,
+		Role: pb.MemberRole_MEMBER_ROLE_POSTGRES, Suffrage: pb.Suffrage_SUFFRAGE_VOTER}
+	_, err := c.Client(leader).Join(ctx(t), &pb.JoinRequest{ClusterName: "test", Member: self})
+	if status.Code(err) != codes.FailedPrecondition || !errors.Is(server.FromStatus(err), fsm.ErrMemberRemoved) {
+		t.Fatalf("join of a removed member: %v, want FailedPrecondition MEMBER_REMOVED", err)
+	}
+	// An explicit add, sent to a follower (forwarded), brings it back.
+	var via *servertest.Node
+	for _, n := range c.Followers() {
+		if n != gone {
+			via = n
+		}
+	}
+	if _, err := c.Client(via).Join(ctx(t), &pb.JoinRequest{ClusterName: "test", Member: self, Readmit: true}); err != nil {
+		t.Fatalf("explicit add: %v", err)
+	}
+	st := converged(t, c, 3)
+	if fsm.FindTombstone(st, gone.ID) != nil {
+		t.Fatalf("tombstone kept after the explicit add: %v", st.Tombstones)
+	}
+	c.Eventually(wait, "the member back in the raft configuration", func() bool {
+		_, ok := raftServers(t, c.WaitLeader(wait))[gone.ID]
+		return ok
 	})
 }
 

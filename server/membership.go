@@ -2,7 +2,6 @@ package server
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -16,7 +15,9 @@ import (
 // or updates them when the node comes back with new addresses. It runs on
 // the leader. A stale server with the same ID at another address, or
 // another ID at the same address, is removed first so the configuration
-// never holds two entries for one node.
+// never holds two entries for one node. A member that an operator removed
+// is refused (fsm.ErrMemberRemoved) unless req.Readmit is set: only an
+// explicit `ctl members add` brings it back, never the node itself.
 func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
 	m := req.GetMember()
 	if err := validateJoin(req); err != nil {
@@ -32,16 +33,20 @@ func (s *Server) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespons
 	if req.ClusterName != s.opts.ClusterName {
 		return nil, fmt.Errorf("%w: node %q asks to join cluster %q, this is %q", ErrWrongCluster, m.Id, req.ClusterName, s.opts.ClusterName)
 	}
+	tomb := fsm.FindTombstone(st, m.Id)
+	if tomb != nil && !req.Readmit {
+		return nil, fmt.Errorf("%w: %q was removed at index %d; add it back with `pgquorum ctl members add`", fsm.ErrMemberRemoved, m.Id, tomb.Index)
+	}
 	if err := s.ensureRaftServer(m); err != nil {
 		return nil, err
 	}
-	if have := fsm.FindMember(st, m.Id); !sameMember(have, m) {
+	if have := fsm.FindMember(st, m.Id); !sameMember(have, m) || tomb != nil {
 		rec := proto.Clone(m).(*pb.Member)
 		rec.RegisteredAtUnixMs = time.Now().UnixMilli()
-		if _, err := s.propose(ctx, &pb.UpsertMember{Member: rec}); err != nil {
+		if _, err := s.propose(ctx, &pb.UpsertMember{Member: rec, Readmit: req.Readmit}); err != nil {
 			return nil, err
 		}
-		s.log.Info("member registered", "member", m.Id, "raft_addr", m.RaftAddr, "grpc_addr", m.GrpcAddr, "role", m.Role, "suffrage", m.Suffrage)
+		s.log.Info("member registered", "member", m.Id, "raft_addr", m.RaftAddr, "grpc_addr", m.GrpcAddr, "role", m.Role, "suffrage", m.Suffrage, "readmitted", tomb != nil)
 	}
 	st = s.fsm.State()
 	return &pb.JoinResponse{Identity: st.Identity, Index: st.Index}, nil
@@ -103,6 +108,8 @@ func (s *Server) ensureRaftServer(m *pb.Member) error {
 // RemoveMember removes a node from Raft and from the member list. It is
 // refused when the remaining voters that are known healthy would not form
 // a quorum of the new configuration, unless force is set (etcd's rule).
+// The removal leaves a tombstone in the FSM, so a node that is still
+// running cannot register itself back (see Join).
 func (s *Server) RemoveMember(ctx context.Context, id string, force bool) (uint64, error) {
 	if id == "" {
 		return 0, fmt.Errorf("%w: id is empty", ErrInvalid)
@@ -131,13 +138,11 @@ func (s *Server) RemoveMember(ctx context.Context, id string, force bool) (uint6
 			return 0, err
 		}
 	}
-	var index uint64
-	if inFSM {
-		i, err := s.propose(ctx, &pb.RemoveMember{Id: id})
-		if err != nil && !errors.Is(err, fsm.ErrMemberNotFound) {
-			return 0, err
-		}
-		index = i
+	// The tombstone goes in first, even for a server only Raft knows, so
+	// the node cannot register itself again between the two steps.
+	index, err := s.propose(ctx, &pb.RemoveMember{Id: id, Tombstone: true})
+	if err != nil {
+		return 0, err
 	}
 	if inRaft {
 		f := s.raft.RemoveServer(raft.ServerID(id), 0, 0)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"time"
 
 	"github.com/pgquorum/pgquorum/fsm"
@@ -17,11 +18,12 @@ func (s *Server) nodeLoop(ctx context.Context) {
 	tick := time.NewTicker(s.opts.Timing.LoopWait)
 	defer tick.Stop()
 	joined := s.hasState()
+	var removed removedNotice
 	for {
 		if !joined {
 			joined = s.tryBootstrapOrJoin(ctx)
 		} else {
-			s.nodeTick(ctx)
+			s.nodeTick(ctx, &removed)
 		}
 		select {
 		case <-ctx.Done():
@@ -92,11 +94,42 @@ func (s *Server) joinVia(ctx context.Context, addrs []string) error {
 	return errors.Join(errs...)
 }
 
+// removedNotice remembers that an operator removed this node, so the node
+// loop says so once and stops registering itself until the node is added
+// back (docs/operations.md: a removed member does not come back by itself).
+type removedNotice struct{ removed bool }
+
+// note records whether the node is removed and logs each change once.
+func (r *removedNotice) note(log *slog.Logger, removed bool, why string) {
+	switch {
+	case removed && !r.removed:
+		log.Error("this node was removed from the cluster by an operator; it keeps running but no longer registers itself; "+
+			"to bring it back run `pgquorum ctl members add` for it, or stop it", "why", why)
+	case !removed && r.removed:
+		log.Info("this node was added back to the cluster")
+	}
+	r.removed = removed
+}
+
 // nodeTick is one round of the node loop once this node has Raft state.
-func (s *Server) nodeTick(ctx context.Context) {
+func (s *Server) nodeTick(ctx context.Context, removed *removedNotice) {
 	st := s.fsm.State()
 	if err := s.noteClusterUUID(st.Identity.GetUuid()); err != nil {
 		s.fail(err)
+		return
+	}
+	self := fsm.FindMember(st, s.opts.NodeID)
+	if t := fsm.FindTombstone(st, s.opts.NodeID); t != nil {
+		removed.note(s.log, true, fmt.Sprintf("the cluster state holds its removal at index %d", t.Index))
+		return
+	}
+	if self != nil {
+		// Present and not removed (again, after an explicit add).
+		removed.note(s.log, false, "")
+	}
+	if removed.removed {
+		// The leader refused our registration as removed, and our copy of
+		// the state has not shown an explicit add since.
 		return
 	}
 	var health *pb.PostgresHealth
@@ -112,11 +145,16 @@ func (s *Server) nodeTick(ctx context.Context) {
 	cctx, cancel := context.WithTimeout(ctx, s.opts.Timing.RetryTimeout)
 	defer cancel()
 	leaderID, leaderAddr := s.Leader()
-	if !sameMember(fsm.FindMember(st, s.opts.NodeID), s.opts.self(s.opts.RaftAdvertiseAddr)) {
+	if !sameMember(self, s.opts.self(s.opts.RaftAdvertiseAddr)) {
 		// Our record is missing or stale (new addresses, tags, suffrage).
 		// With no leader in sight (say, our Raft address changed), any
 		// member can forward the registration.
-		if err := s.joinVia(cctx, s.registrationTargets(st, leaderAddr)); err != nil && !errors.Is(err, errNoTarget) {
+		err := s.joinVia(cctx, s.registrationTargets(st, leaderAddr))
+		switch {
+		case errors.Is(err, fsm.ErrMemberRemoved):
+			removed.note(s.log, true, err.Error())
+			return
+		case err != nil && !errors.Is(err, errNoTarget):
 			s.log.Warn("member registration failed", "err", err)
 		}
 	}

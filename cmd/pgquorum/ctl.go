@@ -362,7 +362,8 @@ func (c *ctl) membersAddCmd() *cobra.Command {
 			var resp *pb.JoinResponse
 			err := c.call(cmd.Context(), func(ctx context.Context, cl pb.AdminClient) error {
 				var err error
-				resp, err = cl.Join(ctx, &pb.JoinRequest{ClusterName: cluster, Member: m})
+				// Readmit: an operator's add may bring back a removed member.
+				resp, err = cl.Join(ctx, &pb.JoinRequest{ClusterName: cluster, Member: m, Readmit: true})
 				return err
 			})
 			if err != nil {

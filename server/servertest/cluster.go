@@ -50,6 +50,9 @@ type Node struct {
 	// lis holds the gRPC port from newNode until the first Start, so no
 	// other test or outgoing connection takes it in between.
 	lis net.Listener
+	// crashed is set by Crash until the next Start: the node's Raft and
+	// gRPC traffic goes nowhere, as for a process killed with -9.
+	crashed bool
 }
 
 // Running reports whether the node is up.
@@ -147,6 +150,9 @@ func (c *Cluster) Start(n *Node) {
 		n.Opts.Transport = n.trans
 	}
 	n.Opts.RaftAdvertiseAddr = n.RaftAddr
+	c.mu.Lock()
+	n.crashed = false
+	c.mu.Unlock()
 	srv, err := server.New(n.Opts)
 	if err != nil {
 		c.t.Fatalf("start %s: %v", n.ID, err)
@@ -191,8 +197,11 @@ func (c *Cluster) rewire() {
 			continue
 		}
 		a.trans.DisconnectAll()
+		if a.crashed {
+			continue
+		}
 		for _, b := range c.Nodes {
-			if b == a || b.trans == nil || c.cut[[2]string{a.RaftAddr, b.RaftAddr}] {
+			if b == a || b.trans == nil || b.crashed || c.cut[[2]string{a.RaftAddr, b.RaftAddr}] {
 				continue
 			}
 			a.trans.Connect(raft.ServerAddress(b.RaftAddr), b.trans)
@@ -200,7 +209,27 @@ func (c *Cluster) rewire() {
 	}
 }
 
-// Kill stops a node abruptly: Raft shuts down and its gRPC server stops.
+// Crash stops a node as kill -9 would: first its Raft transport and gRPC
+// traffic are cut both ways, then Raft stops, so a leader hands nothing
+// over and says goodbye to no one; the others must notice the silence and
+// elect. Start brings it back with its data.
+func (c *Cluster) Crash(n *Node) {
+	c.t.Helper()
+	if n.Srv == nil {
+		return
+	}
+	c.mu.Lock()
+	n.crashed = true
+	c.mu.Unlock()
+	c.rewire()
+	n.grpc.Stop()
+	n.Srv.Shutdown() // Raft stops here: no leadership transfer is possible after it
+	c.Kill(n)
+}
+
+// Kill stops a node: its context ends, so a leader hands leadership over
+// first (as on SIGTERM), Raft shuts down and its gRPC server stops. Crash
+// is the abrupt stop.
 func (c *Cluster) Kill(n *Node) {
 	if n.Srv == nil {
 		return
@@ -221,6 +250,9 @@ func (c *Cluster) Kill(n *Node) {
 func (c *Cluster) cutBetween(from *Node, grpcAddr string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if from.crashed {
+		return true
+	}
 	for _, to := range c.Nodes {
 		if to.GRPCAddr == grpcAddr {
 			return c.cut[[2]string{from.RaftAddr, to.RaftAddr}]

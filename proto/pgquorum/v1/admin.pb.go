@@ -740,8 +740,12 @@ type StateDelta struct {
 	SwitchoverCleared bool            `protobuf:"varint,10,opt,name=switchover_cleared,json=switchoverCleared,proto3" json:"switchover_cleared,omitempty"`
 	UpsertedBouncers  []*BouncerAgent `protobuf:"bytes,11,rep,name=upserted_bouncers,json=upsertedBouncers,proto3" json:"upserted_bouncers,omitempty"`
 	RemovedBouncers   []string        `protobuf:"bytes,12,rep,name=removed_bouncers,json=removedBouncers,proto3" json:"removed_bouncers,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// tombstone is the tombstone a removal recorded; tombstone_cleared names
+	// the member whose tombstone an explicit add cleared.
+	Tombstone        *Tombstone `protobuf:"bytes,13,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
+	TombstoneCleared string     `protobuf:"bytes,14,opt,name=tombstone_cleared,json=tombstoneCleared,proto3" json:"tombstone_cleared,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *StateDelta) Reset() {
@@ -858,6 +862,20 @@ func (x *StateDelta) GetRemovedBouncers() []string {
 	return nil
 }
 
+func (x *StateDelta) GetTombstone() *Tombstone {
+	if x != nil {
+		return x.Tombstone
+	}
+	return nil
+}
+
+func (x *StateDelta) GetTombstoneCleared() string {
+	if x != nil {
+		return x.TombstoneCleared
+	}
+	return ""
+}
+
 // WatchEvent is one message of a Watch stream.
 type WatchEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -950,9 +968,13 @@ func (*WatchEvent_Snapshot) isWatchEvent_Kind() {}
 func (*WatchEvent_Delta) isWatchEvent_Kind() {}
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClusterName   string                 `protobuf:"bytes,1,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
-	Member        *Member                `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	state       protoimpl.MessageState `protogen:"open.v1"`
+	ClusterName string                 `protobuf:"bytes,1,opt,name=cluster_name,json=clusterName,proto3" json:"cluster_name,omitempty"`
+	Member      *Member                `protobuf:"bytes,2,opt,name=member,proto3" json:"member,omitempty"`
+	// readmit is set by an explicit add (`ctl members add`): it may bring back
+	// a member that an operator removed. A node's own registration leaves it
+	// unset and is refused for a removed member.
+	Readmit       bool `protobuf:"varint,3,opt,name=readmit,proto3" json:"readmit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -999,6 +1021,13 @@ func (x *JoinRequest) GetMember() *Member {
 		return x.Member
 	}
 	return nil
+}
+
+func (x *JoinRequest) GetReadmit() bool {
+	if x != nil {
+		return x.Readmit
+	}
+	return false
 }
 
 type JoinResponse struct {
@@ -2553,7 +2582,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x10contact_lease_ms\x18\x04 \x01(\x03R\x0econtactLeaseMs\"-\n" +
 	"\fWatchRequest\x12\x1d\n" +
 	"\n" +
-	"from_index\x18\x01 \x01(\x04R\tfromIndex\"\x81\x05\n" +
+	"from_index\x18\x01 \x01(\x04R\tfromIndex\"\xe4\x05\n" +
 	"\n" +
 	"StateDelta\x12>\n" +
 	"\x10upserted_members\x18\x01 \x03(\v2\x13.pgquorum.v1.MemberR\x0fupsertedMembers\x12'\n" +
@@ -2570,17 +2599,20 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\x12switchover_cleared\x18\n" +
 	" \x01(\bR\x11switchoverCleared\x12F\n" +
 	"\x11upserted_bouncers\x18\v \x03(\v2\x19.pgquorum.v1.BouncerAgentR\x10upsertedBouncers\x12)\n" +
-	"\x10removed_bouncers\x18\f \x03(\tR\x0fremovedBouncersB\t\n" +
+	"\x10removed_bouncers\x18\f \x03(\tR\x0fremovedBouncers\x124\n" +
+	"\ttombstone\x18\r \x01(\v2\x16.pgquorum.v1.TombstoneR\ttombstone\x12+\n" +
+	"\x11tombstone_cleared\x18\x0e \x01(\tR\x10tombstoneClearedB\t\n" +
 	"\a_paused\"\x94\x01\n" +
 	"\n" +
 	"WatchEvent\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x127\n" +
 	"\bsnapshot\x18\x02 \x01(\v2\x19.pgquorum.v1.ClusterStateH\x00R\bsnapshot\x12/\n" +
 	"\x05delta\x18\x03 \x01(\v2\x17.pgquorum.v1.StateDeltaH\x00R\x05deltaB\x06\n" +
-	"\x04kind\"]\n" +
+	"\x04kind\"w\n" +
 	"\vJoinRequest\x12!\n" +
 	"\fcluster_name\x18\x01 \x01(\tR\vclusterName\x12+\n" +
-	"\x06member\x18\x02 \x01(\v2\x13.pgquorum.v1.MemberR\x06member\"^\n" +
+	"\x06member\x18\x02 \x01(\v2\x13.pgquorum.v1.MemberR\x06member\x12\x18\n" +
+	"\areadmit\x18\x03 \x01(\bR\areadmit\"^\n" +
 	"\fJoinResponse\x128\n" +
 	"\bidentity\x18\x01 \x01(\v2\x1c.pgquorum.v1.ClusterIdentityR\bidentity\x12\x14\n" +
 	"\x05index\x18\x02 \x01(\x04R\x05index\";\n" +
@@ -2799,11 +2831,12 @@ var file_pgquorum_v1_admin_proto_goTypes = []any{
 	(*HistoryEntry)(nil),             // 44: pgquorum.v1.HistoryEntry
 	(*Switchover)(nil),               // 45: pgquorum.v1.Switchover
 	(*BouncerAgent)(nil),             // 46: pgquorum.v1.BouncerAgent
-	(*ClusterState)(nil),             // 47: pgquorum.v1.ClusterState
-	(*ReleaseLease)(nil),             // 48: pgquorum.v1.ReleaseLease
-	(*SetSync)(nil),                  // 49: pgquorum.v1.SetSync
-	(*SetConfig)(nil),                // 50: pgquorum.v1.SetConfig
-	(*UnregisterBouncer)(nil),        // 51: pgquorum.v1.UnregisterBouncer
+	(*Tombstone)(nil),                // 47: pgquorum.v1.Tombstone
+	(*ClusterState)(nil),             // 48: pgquorum.v1.ClusterState
+	(*ReleaseLease)(nil),             // 49: pgquorum.v1.ReleaseLease
+	(*SetSync)(nil),                  // 50: pgquorum.v1.SetSync
+	(*SetConfig)(nil),                // 51: pgquorum.v1.SetConfig
+	(*UnregisterBouncer)(nil),        // 52: pgquorum.v1.UnregisterBouncer
 }
 var file_pgquorum_v1_admin_proto_depIdxs = []int32{
 	38, // 0: pgquorum.v1.PeerStatus.suffrage:type_name -> pgquorum.v1.Suffrage
@@ -2818,65 +2851,66 @@ var file_pgquorum_v1_admin_proto_depIdxs = []int32{
 	44, // 9: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
 	45, // 10: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
 	46, // 11: pgquorum.v1.StateDelta.upserted_bouncers:type_name -> pgquorum.v1.BouncerAgent
-	47, // 12: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
-	10, // 13: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
-	39, // 14: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
-	43, // 15: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
-	18, // 16: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
-	0,  // 17: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
-	17, // 18: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
-	1,  // 19: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
-	40, // 20: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
-	2,  // 21: pgquorum.v1.RestartRequest.role:type_name -> pgquorum.v1.RestartRole
-	3,  // 22: pgquorum.v1.LocalActionRequest.action:type_name -> pgquorum.v1.LocalActionKind
-	36, // 23: pgquorum.v1.ActionResponse.results:type_name -> pgquorum.v1.MemberResult
-	4,  // 24: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
-	5,  // 25: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
-	9,  // 26: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
-	12, // 27: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
-	14, // 28: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
-	16, // 29: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
-	20, // 30: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
-	48, // 31: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
-	49, // 32: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
-	19, // 33: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
-	22, // 34: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
-	24, // 35: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
-	25, // 36: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
-	50, // 37: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
-	29, // 38: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
-	51, // 39: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
-	31, // 40: pgquorum.v1.Admin.Restart:input_type -> pgquorum.v1.RestartRequest
-	32, // 41: pgquorum.v1.Admin.Reload:input_type -> pgquorum.v1.ReloadRequest
-	33, // 42: pgquorum.v1.Admin.Reinit:input_type -> pgquorum.v1.ReinitRequest
-	34, // 43: pgquorum.v1.Admin.Flush:input_type -> pgquorum.v1.FlushRequest
-	35, // 44: pgquorum.v1.Admin.LocalAction:input_type -> pgquorum.v1.LocalActionRequest
-	47, // 45: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
-	7,  // 46: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
-	11, // 47: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
-	13, // 48: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
-	15, // 49: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
-	27, // 50: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
-	21, // 51: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
-	21, // 52: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
-	21, // 53: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
-	18, // 54: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
-	23, // 55: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
-	23, // 56: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
-	26, // 57: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
-	28, // 58: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
-	30, // 59: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
-	21, // 60: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
-	37, // 61: pgquorum.v1.Admin.Restart:output_type -> pgquorum.v1.ActionResponse
-	37, // 62: pgquorum.v1.Admin.Reload:output_type -> pgquorum.v1.ActionResponse
-	37, // 63: pgquorum.v1.Admin.Reinit:output_type -> pgquorum.v1.ActionResponse
-	37, // 64: pgquorum.v1.Admin.Flush:output_type -> pgquorum.v1.ActionResponse
-	36, // 65: pgquorum.v1.Admin.LocalAction:output_type -> pgquorum.v1.MemberResult
-	45, // [45:66] is the sub-list for method output_type
-	24, // [24:45] is the sub-list for method input_type
-	24, // [24:24] is the sub-list for extension type_name
-	24, // [24:24] is the sub-list for extension extendee
-	0,  // [0:24] is the sub-list for field type_name
+	47, // 12: pgquorum.v1.StateDelta.tombstone:type_name -> pgquorum.v1.Tombstone
+	48, // 13: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
+	10, // 14: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
+	39, // 15: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
+	43, // 16: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
+	18, // 17: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
+	0,  // 18: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
+	17, // 19: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
+	1,  // 20: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
+	40, // 21: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
+	2,  // 22: pgquorum.v1.RestartRequest.role:type_name -> pgquorum.v1.RestartRole
+	3,  // 23: pgquorum.v1.LocalActionRequest.action:type_name -> pgquorum.v1.LocalActionKind
+	36, // 24: pgquorum.v1.ActionResponse.results:type_name -> pgquorum.v1.MemberResult
+	4,  // 25: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
+	5,  // 26: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
+	9,  // 27: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
+	12, // 28: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
+	14, // 29: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
+	16, // 30: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
+	20, // 31: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
+	49, // 32: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
+	50, // 33: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
+	19, // 34: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
+	22, // 35: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
+	24, // 36: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
+	25, // 37: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
+	51, // 38: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
+	29, // 39: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
+	52, // 40: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
+	31, // 41: pgquorum.v1.Admin.Restart:input_type -> pgquorum.v1.RestartRequest
+	32, // 42: pgquorum.v1.Admin.Reload:input_type -> pgquorum.v1.ReloadRequest
+	33, // 43: pgquorum.v1.Admin.Reinit:input_type -> pgquorum.v1.ReinitRequest
+	34, // 44: pgquorum.v1.Admin.Flush:input_type -> pgquorum.v1.FlushRequest
+	35, // 45: pgquorum.v1.Admin.LocalAction:input_type -> pgquorum.v1.LocalActionRequest
+	48, // 46: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
+	7,  // 47: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
+	11, // 48: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
+	13, // 49: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
+	15, // 50: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
+	27, // 51: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
+	21, // 52: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
+	21, // 53: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
+	21, // 54: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
+	18, // 55: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
+	23, // 56: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
+	23, // 57: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
+	26, // 58: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
+	28, // 59: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
+	30, // 60: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
+	21, // 61: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
+	37, // 62: pgquorum.v1.Admin.Restart:output_type -> pgquorum.v1.ActionResponse
+	37, // 63: pgquorum.v1.Admin.Reload:output_type -> pgquorum.v1.ActionResponse
+	37, // 64: pgquorum.v1.Admin.Reinit:output_type -> pgquorum.v1.ActionResponse
+	37, // 65: pgquorum.v1.Admin.Flush:output_type -> pgquorum.v1.ActionResponse
+	36, // 66: pgquorum.v1.Admin.LocalAction:output_type -> pgquorum.v1.MemberResult
+	46, // [46:67] is the sub-list for method output_type
+	25, // [25:46] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_admin_proto_init() }

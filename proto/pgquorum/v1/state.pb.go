@@ -1083,7 +1083,10 @@ type ClusterState struct {
 	// switchover is the pending planned switchover, if any.
 	Switchover *Switchover `protobuf:"bytes,9,opt,name=switchover,proto3" json:"switchover,omitempty"`
 	// bouncers sorted by id.
-	Bouncers      []*BouncerAgent `protobuf:"bytes,10,rep,name=bouncers,proto3" json:"bouncers,omitempty"`
+	Bouncers []*BouncerAgent `protobuf:"bytes,10,rep,name=bouncers,proto3" json:"bouncers,omitempty"`
+	// tombstones oldest first, bounded, one per id: members removed by an
+	// operator, kept out until an explicit add.
+	Tombstones    []*Tombstone `protobuf:"bytes,11,rep,name=tombstones,proto3" json:"tombstones,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1188,6 +1191,69 @@ func (x *ClusterState) GetBouncers() []*BouncerAgent {
 	return nil
 }
 
+func (x *ClusterState) GetTombstones() []*Tombstone {
+	if x != nil {
+		return x.Tombstones
+	}
+	return nil
+}
+
+// Tombstone records a member that an operator removed (`ctl members
+// remove`). Its node may not register itself again; only an explicit add
+// (`ctl members add`, an UpsertMember with readmit) clears it.
+type Tombstone struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Id    string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// index is the Raft index of the removal.
+	Index         uint64 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tombstone) Reset() {
+	*x = Tombstone{}
+	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tombstone) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tombstone) ProtoMessage() {}
+
+func (x *Tombstone) ProtoReflect() protoreflect.Message {
+	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tombstone.ProtoReflect.Descriptor instead.
+func (*Tombstone) Descriptor() ([]byte, []int) {
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Tombstone) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Tombstone) GetIndex() uint64 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // InitCluster sets the cluster identity once.
 type InitCluster struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1201,7 +1267,7 @@ type InitCluster struct {
 
 func (x *InitCluster) Reset() {
 	*x = InitCluster{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1213,7 +1279,7 @@ func (x *InitCluster) String() string {
 func (*InitCluster) ProtoMessage() {}
 
 func (x *InitCluster) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[10]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1226,7 +1292,7 @@ func (x *InitCluster) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitCluster.ProtoReflect.Descriptor instead.
 func (*InitCluster) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{10}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *InitCluster) GetName() string {
@@ -1257,17 +1323,19 @@ func (x *InitCluster) GetInitialConfig() *DynamicConfig {
 	return nil
 }
 
-// UpsertMember adds or replaces a member.
+// UpsertMember adds or replaces a member. A member with a tombstone is
+// refused unless readmit is set; readmit clears the tombstone.
 type UpsertMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Member        *Member                `protobuf:"bytes,1,opt,name=member,proto3" json:"member,omitempty"`
+	Readmit       bool                   `protobuf:"varint,2,opt,name=readmit,proto3" json:"readmit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpsertMember) Reset() {
 	*x = UpsertMember{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1279,7 +1347,7 @@ func (x *UpsertMember) String() string {
 func (*UpsertMember) ProtoMessage() {}
 
 func (x *UpsertMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[11]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1292,7 +1360,7 @@ func (x *UpsertMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpsertMember.ProtoReflect.Descriptor instead.
 func (*UpsertMember) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{11}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *UpsertMember) GetMember() *Member {
@@ -1302,17 +1370,27 @@ func (x *UpsertMember) GetMember() *Member {
 	return nil
 }
 
-// RemoveMember drops a member.
+func (x *UpsertMember) GetReadmit() bool {
+	if x != nil {
+		return x.Readmit
+	}
+	return false
+}
+
+// RemoveMember drops a member. With tombstone set (an operator's removal)
+// the id is also recorded as a tombstone, even when no member record
+// exists, so the node cannot register itself back.
 type RemoveMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Tombstone     bool                   `protobuf:"varint,2,opt,name=tombstone,proto3" json:"tombstone,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RemoveMember) Reset() {
 	*x = RemoveMember{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1402,7 @@ func (x *RemoveMember) String() string {
 func (*RemoveMember) ProtoMessage() {}
 
 func (x *RemoveMember) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[12]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1415,7 @@ func (x *RemoveMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveMember.ProtoReflect.Descriptor instead.
 func (*RemoveMember) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{12}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *RemoveMember) GetId() string {
@@ -1345,6 +1423,13 @@ func (x *RemoveMember) GetId() string {
 		return x.Id
 	}
 	return ""
+}
+
+func (x *RemoveMember) GetTombstone() bool {
+	if x != nil {
+		return x.Tombstone
+	}
+	return false
 }
 
 // SetConfig replaces the dynamic config if expected_version matches.
@@ -1358,7 +1443,7 @@ type SetConfig struct {
 
 func (x *SetConfig) Reset() {
 	*x = SetConfig{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1370,7 +1455,7 @@ func (x *SetConfig) String() string {
 func (*SetConfig) ProtoMessage() {}
 
 func (x *SetConfig) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[13]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1383,7 +1468,7 @@ func (x *SetConfig) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetConfig.ProtoReflect.Descriptor instead.
 func (*SetConfig) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{13}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SetConfig) GetExpectedVersion() uint64 {
@@ -1418,7 +1503,7 @@ type AssignPrimary struct {
 
 func (x *AssignPrimary) Reset() {
 	*x = AssignPrimary{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1515,7 @@ func (x *AssignPrimary) String() string {
 func (*AssignPrimary) ProtoMessage() {}
 
 func (x *AssignPrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[14]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1528,7 @@ func (x *AssignPrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AssignPrimary.ProtoReflect.Descriptor instead.
 func (*AssignPrimary) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{14}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *AssignPrimary) GetExpectedEpoch() uint64 {
@@ -1499,7 +1584,7 @@ type RenewLease struct {
 
 func (x *RenewLease) Reset() {
 	*x = RenewLease{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1511,7 +1596,7 @@ func (x *RenewLease) String() string {
 func (*RenewLease) ProtoMessage() {}
 
 func (x *RenewLease) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[15]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1524,7 +1609,7 @@ func (x *RenewLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewLease.ProtoReflect.Descriptor instead.
 func (*RenewLease) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{15}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *RenewLease) GetMemberId() string {
@@ -1553,7 +1638,7 @@ type SetSync struct {
 
 func (x *SetSync) Reset() {
 	*x = SetSync{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1565,7 +1650,7 @@ func (x *SetSync) String() string {
 func (*SetSync) ProtoMessage() {}
 
 func (x *SetSync) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[16]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1578,7 +1663,7 @@ func (x *SetSync) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSync.ProtoReflect.Descriptor instead.
 func (*SetSync) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{16}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *SetSync) GetEpoch() uint64 {
@@ -1612,7 +1697,7 @@ type SetPaused struct {
 
 func (x *SetPaused) Reset() {
 	*x = SetPaused{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1624,7 +1709,7 @@ func (x *SetPaused) String() string {
 func (*SetPaused) ProtoMessage() {}
 
 func (x *SetPaused) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[17]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1637,7 +1722,7 @@ func (x *SetPaused) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetPaused.ProtoReflect.Descriptor instead.
 func (*SetPaused) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{17}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *SetPaused) GetPaused() bool {
@@ -1657,7 +1742,7 @@ type SetSystemID struct {
 
 func (x *SetSystemID) Reset() {
 	*x = SetSystemID{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1669,7 +1754,7 @@ func (x *SetSystemID) String() string {
 func (*SetSystemID) ProtoMessage() {}
 
 func (x *SetSystemID) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[18]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1682,7 +1767,7 @@ func (x *SetSystemID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSystemID.ProtoReflect.Descriptor instead.
 func (*SetSystemID) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{18}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SetSystemID) GetSystemIdentifier() uint64 {
@@ -1705,7 +1790,7 @@ type ReleaseLease struct {
 
 func (x *ReleaseLease) Reset() {
 	*x = ReleaseLease{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1717,7 +1802,7 @@ func (x *ReleaseLease) String() string {
 func (*ReleaseLease) ProtoMessage() {}
 
 func (x *ReleaseLease) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[19]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1730,7 +1815,7 @@ func (x *ReleaseLease) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReleaseLease.ProtoReflect.Descriptor instead.
 func (*ReleaseLease) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{19}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *ReleaseLease) GetMemberId() string {
@@ -1772,7 +1857,7 @@ type SetSwitchover struct {
 
 func (x *SetSwitchover) Reset() {
 	*x = SetSwitchover{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[20]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1784,7 +1869,7 @@ func (x *SetSwitchover) String() string {
 func (*SetSwitchover) ProtoMessage() {}
 
 func (x *SetSwitchover) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[20]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1797,7 +1882,7 @@ func (x *SetSwitchover) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetSwitchover.ProtoReflect.Descriptor instead.
 func (*SetSwitchover) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{20}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *SetSwitchover) GetSwitchover() *Switchover {
@@ -1817,7 +1902,7 @@ type RegisterBouncer struct {
 
 func (x *RegisterBouncer) Reset() {
 	*x = RegisterBouncer{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[21]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1829,7 +1914,7 @@ func (x *RegisterBouncer) String() string {
 func (*RegisterBouncer) ProtoMessage() {}
 
 func (x *RegisterBouncer) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[21]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1842,7 +1927,7 @@ func (x *RegisterBouncer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterBouncer.ProtoReflect.Descriptor instead.
 func (*RegisterBouncer) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{21}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *RegisterBouncer) GetAgent() *BouncerAgent {
@@ -1862,7 +1947,7 @@ type UnregisterBouncer struct {
 
 func (x *UnregisterBouncer) Reset() {
 	*x = UnregisterBouncer{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[22]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1874,7 +1959,7 @@ func (x *UnregisterBouncer) String() string {
 func (*UnregisterBouncer) ProtoMessage() {}
 
 func (x *UnregisterBouncer) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[22]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1887,7 +1972,7 @@ func (x *UnregisterBouncer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UnregisterBouncer.ProtoReflect.Descriptor instead.
 func (*UnregisterBouncer) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{22}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *UnregisterBouncer) GetId() string {
@@ -1907,7 +1992,7 @@ type ExposePrimary struct {
 
 func (x *ExposePrimary) Reset() {
 	*x = ExposePrimary{}
-	mi := &file_pgquorum_v1_state_proto_msgTypes[23]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1919,7 +2004,7 @@ func (x *ExposePrimary) String() string {
 func (*ExposePrimary) ProtoMessage() {}
 
 func (x *ExposePrimary) ProtoReflect() protoreflect.Message {
-	mi := &file_pgquorum_v1_state_proto_msgTypes[23]
+	mi := &file_pgquorum_v1_state_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1932,7 +2017,7 @@ func (x *ExposePrimary) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExposePrimary.ProtoReflect.Descriptor instead.
 func (*ExposePrimary) Descriptor() ([]byte, []int) {
-	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{23}
+	return file_pgquorum_v1_state_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ExposePrimary) GetEpoch() uint64 {
@@ -2019,7 +2104,7 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"\n" +
 	"at_unix_ms\x18\x05 \x01(\x03R\batUnixMs\x12\x1a\n" +
 	"\btimeline\x18\x06 \x01(\rR\btimeline\x12\x14\n" +
-	"\x05index\x18\a \x01(\x04R\x05index\"\xe4\x03\n" +
+	"\x05index\x18\a \x01(\x04R\x05index\"\x9c\x04\n" +
 	"\fClusterState\x128\n" +
 	"\bidentity\x18\x01 \x01(\v2\x1c.pgquorum.v1.ClusterIdentityR\bidentity\x12-\n" +
 	"\amembers\x18\x02 \x03(\v2\x13.pgquorum.v1.MemberR\amembers\x122\n" +
@@ -2033,17 +2118,25 @@ const file_pgquorum_v1_state_proto_rawDesc = "" +
 	"switchover\x18\t \x01(\v2\x17.pgquorum.v1.SwitchoverR\n" +
 	"switchover\x125\n" +
 	"\bbouncers\x18\n" +
-	" \x03(\v2\x19.pgquorum.v1.BouncerAgentR\bbouncers\"\x96\x01\n" +
+	" \x03(\v2\x19.pgquorum.v1.BouncerAgentR\bbouncers\x126\n" +
+	"\n" +
+	"tombstones\x18\v \x03(\v2\x16.pgquorum.v1.TombstoneR\n" +
+	"tombstones\"1\n" +
+	"\tTombstone\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x04R\x05index\"\x96\x01\n" +
 	"\vInitCluster\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
 	"\x04uuid\x18\x02 \x01(\tR\x04uuid\x12\x1c\n" +
 	"\n" +
 	"at_unix_ms\x18\x03 \x01(\x03R\batUnixMs\x12A\n" +
-	"\x0einitial_config\x18\x04 \x01(\v2\x1a.pgquorum.v1.DynamicConfigR\rinitialConfig\";\n" +
+	"\x0einitial_config\x18\x04 \x01(\v2\x1a.pgquorum.v1.DynamicConfigR\rinitialConfig\"U\n" +
 	"\fUpsertMember\x12+\n" +
-	"\x06member\x18\x01 \x01(\v2\x13.pgquorum.v1.MemberR\x06member\"\x1e\n" +
+	"\x06member\x18\x01 \x01(\v2\x13.pgquorum.v1.MemberR\x06member\x12\x18\n" +
+	"\areadmit\x18\x02 \x01(\bR\areadmit\"<\n" +
 	"\fRemoveMember\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\"j\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1c\n" +
+	"\ttombstone\x18\x02 \x01(\bR\ttombstone\"j\n" +
 	"\tSetConfig\x12)\n" +
 	"\x10expected_version\x18\x01 \x01(\x04R\x0fexpectedVersion\x122\n" +
 	"\x06config\x18\x02 \x01(\v2\x1a.pgquorum.v1.DynamicConfigR\x06config\"\xd3\x01\n" +
@@ -2126,7 +2219,7 @@ func file_pgquorum_v1_state_proto_rawDescGZIP() []byte {
 }
 
 var file_pgquorum_v1_state_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_pgquorum_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 25)
+var file_pgquorum_v1_state_proto_msgTypes = make([]protoimpl.MessageInfo, 26)
 var file_pgquorum_v1_state_proto_goTypes = []any{
 	(MemberRole)(0),           // 0: pgquorum.v1.MemberRole
 	(Suffrage)(0),             // 1: pgquorum.v1.Suffrage
@@ -2142,28 +2235,29 @@ var file_pgquorum_v1_state_proto_goTypes = []any{
 	(*SyncState)(nil),         // 11: pgquorum.v1.SyncState
 	(*HistoryEntry)(nil),      // 12: pgquorum.v1.HistoryEntry
 	(*ClusterState)(nil),      // 13: pgquorum.v1.ClusterState
-	(*InitCluster)(nil),       // 14: pgquorum.v1.InitCluster
-	(*UpsertMember)(nil),      // 15: pgquorum.v1.UpsertMember
-	(*RemoveMember)(nil),      // 16: pgquorum.v1.RemoveMember
-	(*SetConfig)(nil),         // 17: pgquorum.v1.SetConfig
-	(*AssignPrimary)(nil),     // 18: pgquorum.v1.AssignPrimary
-	(*RenewLease)(nil),        // 19: pgquorum.v1.RenewLease
-	(*SetSync)(nil),           // 20: pgquorum.v1.SetSync
-	(*SetPaused)(nil),         // 21: pgquorum.v1.SetPaused
-	(*SetSystemID)(nil),       // 22: pgquorum.v1.SetSystemID
-	(*ReleaseLease)(nil),      // 23: pgquorum.v1.ReleaseLease
-	(*SetSwitchover)(nil),     // 24: pgquorum.v1.SetSwitchover
-	(*RegisterBouncer)(nil),   // 25: pgquorum.v1.RegisterBouncer
-	(*UnregisterBouncer)(nil), // 26: pgquorum.v1.UnregisterBouncer
-	(*ExposePrimary)(nil),     // 27: pgquorum.v1.ExposePrimary
-	nil,                       // 28: pgquorum.v1.DynamicConfig.PostgresParametersEntry
+	(*Tombstone)(nil),         // 14: pgquorum.v1.Tombstone
+	(*InitCluster)(nil),       // 15: pgquorum.v1.InitCluster
+	(*UpsertMember)(nil),      // 16: pgquorum.v1.UpsertMember
+	(*RemoveMember)(nil),      // 17: pgquorum.v1.RemoveMember
+	(*SetConfig)(nil),         // 18: pgquorum.v1.SetConfig
+	(*AssignPrimary)(nil),     // 19: pgquorum.v1.AssignPrimary
+	(*RenewLease)(nil),        // 20: pgquorum.v1.RenewLease
+	(*SetSync)(nil),           // 21: pgquorum.v1.SetSync
+	(*SetPaused)(nil),         // 22: pgquorum.v1.SetPaused
+	(*SetSystemID)(nil),       // 23: pgquorum.v1.SetSystemID
+	(*ReleaseLease)(nil),      // 24: pgquorum.v1.ReleaseLease
+	(*SetSwitchover)(nil),     // 25: pgquorum.v1.SetSwitchover
+	(*RegisterBouncer)(nil),   // 26: pgquorum.v1.RegisterBouncer
+	(*UnregisterBouncer)(nil), // 27: pgquorum.v1.UnregisterBouncer
+	(*ExposePrimary)(nil),     // 28: pgquorum.v1.ExposePrimary
+	nil,                       // 29: pgquorum.v1.DynamicConfig.PostgresParametersEntry
 }
 var file_pgquorum_v1_state_proto_depIdxs = []int32{
 	0,  // 0: pgquorum.v1.Member.role:type_name -> pgquorum.v1.MemberRole
 	1,  // 1: pgquorum.v1.Member.suffrage:type_name -> pgquorum.v1.Suffrage
 	4,  // 2: pgquorum.v1.Member.tags:type_name -> pgquorum.v1.Tags
 	2,  // 3: pgquorum.v1.DynamicConfig.synchronous_mode:type_name -> pgquorum.v1.SynchronousMode
-	28, // 4: pgquorum.v1.DynamicConfig.postgres_parameters:type_name -> pgquorum.v1.DynamicConfig.PostgresParametersEntry
+	29, // 4: pgquorum.v1.DynamicConfig.postgres_parameters:type_name -> pgquorum.v1.DynamicConfig.PostgresParametersEntry
 	6,  // 5: pgquorum.v1.ClusterState.identity:type_name -> pgquorum.v1.ClusterIdentity
 	5,  // 6: pgquorum.v1.ClusterState.members:type_name -> pgquorum.v1.Member
 	7,  // 7: pgquorum.v1.ClusterState.config:type_name -> pgquorum.v1.DynamicConfig
@@ -2172,16 +2266,17 @@ var file_pgquorum_v1_state_proto_depIdxs = []int32{
 	12, // 10: pgquorum.v1.ClusterState.history:type_name -> pgquorum.v1.HistoryEntry
 	10, // 11: pgquorum.v1.ClusterState.switchover:type_name -> pgquorum.v1.Switchover
 	9,  // 12: pgquorum.v1.ClusterState.bouncers:type_name -> pgquorum.v1.BouncerAgent
-	7,  // 13: pgquorum.v1.InitCluster.initial_config:type_name -> pgquorum.v1.DynamicConfig
-	5,  // 14: pgquorum.v1.UpsertMember.member:type_name -> pgquorum.v1.Member
-	7,  // 15: pgquorum.v1.SetConfig.config:type_name -> pgquorum.v1.DynamicConfig
-	10, // 16: pgquorum.v1.SetSwitchover.switchover:type_name -> pgquorum.v1.Switchover
-	9,  // 17: pgquorum.v1.RegisterBouncer.agent:type_name -> pgquorum.v1.BouncerAgent
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	14, // 13: pgquorum.v1.ClusterState.tombstones:type_name -> pgquorum.v1.Tombstone
+	7,  // 14: pgquorum.v1.InitCluster.initial_config:type_name -> pgquorum.v1.DynamicConfig
+	5,  // 15: pgquorum.v1.UpsertMember.member:type_name -> pgquorum.v1.Member
+	7,  // 16: pgquorum.v1.SetConfig.config:type_name -> pgquorum.v1.DynamicConfig
+	10, // 17: pgquorum.v1.SetSwitchover.switchover:type_name -> pgquorum.v1.Switchover
+	9,  // 18: pgquorum.v1.RegisterBouncer.agent:type_name -> pgquorum.v1.BouncerAgent
+	19, // [19:19] is the sub-list for method output_type
+	19, // [19:19] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_state_proto_init() }
@@ -2195,7 +2290,7 @@ func file_pgquorum_v1_state_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_pgquorum_v1_state_proto_rawDesc), len(file_pgquorum_v1_state_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   25,
+			NumMessages:   26,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
