@@ -27,9 +27,10 @@ type Node struct {
 	proc   *process
 	params map[string]string
 
-	connMu sync.Mutex // guards idle
-	// idle is a local connection kept between probes (see withConn).
-	idle *pgx.Conn
+	connMu sync.Mutex // guards idle and writeConn
+	// idle holds up to maxIdle local connections kept between probes
+	// (see withConn).
+	idle []*pgx.Conn
 	// writeConn is WriteProbe's connection, kept between its calls.
 	writeConn *pgx.Conn
 

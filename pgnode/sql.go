@@ -2,6 +2,7 @@ package pgnode
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
@@ -80,30 +81,40 @@ func (n *Node) withFreshConn(ctx context.Context, f func(context.Context, *pgx.C
 	return f(ctx, conn)
 }
 
-// acquire takes the idle local connection if it still answers a ping (the
+// maxIdle is how many local connections are kept between calls: the
+// probe loop, a convergence round and the decider's fresh probe (or a
+// promotion's polling) overlap, and with one kept connection the loser
+// paid a new backend on exactly the switchover's path.
+const maxIdle = 2
+
+// acquire takes a kept local connection if one still answers a ping (the
 // server may have restarted since), else opens a new one.
 func (n *Node) acquire(ctx context.Context) (*pgx.Conn, error) {
-	n.connMu.Lock()
-	c := n.idle
-	n.idle = nil
-	n.connMu.Unlock()
-	if c != nil {
+	for {
+		n.connMu.Lock()
+		var c *pgx.Conn
+		if k := len(n.idle); k > 0 {
+			c, n.idle = n.idle[k-1], n.idle[:k-1]
+		}
+		n.connMu.Unlock()
+		if c == nil {
+			return n.connect(ctx)
+		}
 		if !c.IsClosed() && c.Ping(ctx) == nil {
 			return c, nil
 		}
 		closeConn(c)
 	}
-	return n.connect(ctx)
 }
 
-// release keeps c as the idle connection when f succeeded and left the
-// session clean; anything else is closed, so a connection that saw an
-// error (a timeout can leave it mid-protocol) is never reused.
+// release keeps c for the next call when f succeeded and left the session
+// clean; anything else is closed, so a connection that saw an error (a
+// timeout can leave it mid-protocol) is never reused.
 func (n *Node) release(c *pgx.Conn, err error) {
 	if err == nil && !c.IsClosed() && c.PgConn().TxStatus() == 'I' {
 		n.connMu.Lock()
-		if n.idle == nil {
-			n.idle, c = c, nil
+		if len(n.idle) < maxIdle {
+			n.idle, c = append(n.idle, c), nil
 		}
 		n.connMu.Unlock()
 	}
@@ -112,13 +123,13 @@ func (n *Node) release(c *pgx.Conn, err error) {
 	}
 }
 
-// dropIdle closes the idle local connection (the server is going away).
+// dropIdle closes the kept local connections (the server is going away).
 func (n *Node) dropIdle() {
 	n.connMu.Lock()
-	c, w := n.idle, n.writeConn
+	conns := append(n.idle, n.writeConn)
 	n.idle, n.writeConn = nil, nil
 	n.connMu.Unlock()
-	for _, c := range []*pgx.Conn{c, w} {
+	for _, c := range conns {
 		if c != nil {
 			closeConn(c)
 		}
@@ -320,104 +331,116 @@ func parseLSNPtr(s *string) LSN {
 func (n *Node) Probe(ctx context.Context) (Status, error) {
 	var st Status
 	err := n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
-		if err := c.QueryRow(ctx, `SELECT pg_is_in_recovery(), pg_postmaster_start_time(),
-			current_setting('synchronous_standby_names'), current_setting('server_version_num')::int`).
-			Scan(&st.InRecovery, &st.PostmasterStartTime, &st.SynchronousStandbyNames, &st.ServerVersion); err != nil {
+		var (
+			curLSN, curWAL, recv, replay, rcvStatus, rcvHost *string
+			replayTS                                         *time.Time
+			rcvTLI, rcvPort, fallbackTLI                     *int32
+			replicas                                         []byte
+		)
+		if err := c.QueryRow(ctx, probeSQL).Scan(&st.InRecovery, &st.PostmasterStartTime,
+			&st.SynchronousStandbyNames, &st.ServerVersion, &curLSN, &curWAL, &recv, &replay, &replayTS,
+			&rcvStatus, &rcvTLI, &rcvHost, &rcvPort, &fallbackTLI, &replicas, &st.PendingRestart); err != nil {
 			return err
 		}
 		st.Up = true
 		if !st.InRecovery {
-			var lsn, wal string
-			if err := c.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text, pg_walfile_name(pg_current_wal_lsn())").Scan(&lsn, &wal); err != nil {
-				return err
-			}
-			st.CurrentLSN, _ = ParseLSN(lsn)
-			if len(wal) >= 8 {
-				if tli, err := strconv.ParseUint(wal[:8], 16, 32); err == nil {
+			st.CurrentLSN = parseLSNPtr(curLSN)
+			if curWAL != nil && len(*curWAL) >= 8 {
+				if tli, err := strconv.ParseUint((*curWAL)[:8], 16, 32); err == nil {
 					st.Timeline = uint32(tli)
 				}
 			}
 		} else {
-			var recv, replay *string
-			var ts *time.Time
-			if err := c.QueryRow(ctx, "SELECT pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp()").
-				Scan(&recv, &replay, &ts); err != nil {
-				return err
-			}
 			st.ReceiveLSN, st.ReplayLSN = parseLSNPtr(recv), parseLSNPtr(replay)
-			if ts != nil {
-				st.LastReplayTime = *ts
+			if replayTS != nil {
+				st.LastReplayTime = *replayTS
 			}
-			var status, host *string
-			var tli, port *int32
-			err := c.QueryRow(ctx, "SELECT status, received_tli, sender_host, sender_port FROM pg_stat_wal_receiver").Scan(&status, &tli, &host, &port)
-			switch {
-			case errors.Is(err, pgx.ErrNoRows):
-			case err != nil:
-				return err
-			default:
-				if status != nil {
-					st.WALReceiver = *status
-				}
-				if tli != nil && *tli > 0 {
-					st.Timeline = uint32(*tli)
-				}
-				if host != nil {
-					st.UpstreamHost = *host
-				}
-				if port != nil {
-					st.UpstreamPort = int(*port)
-				}
+			if rcvStatus != nil {
+				st.WALReceiver = *rcvStatus
 			}
-			if st.Timeline == 0 {
+			if rcvTLI != nil && *rcvTLI > 0 {
+				st.Timeline = uint32(*rcvTLI)
+			}
+			if rcvHost != nil {
+				st.UpstreamHost = *rcvHost
+			}
+			if rcvPort != nil {
+				st.UpstreamPort = int(*rcvPort)
+			}
+			if st.Timeline == 0 && fallbackTLI != nil {
 				// No WAL receiver (its upstream just died, say): the
 				// newest timeline history file in pg_wal names the
 				// timeline recovery follows; the last checkpoint's may
 				// still be an older one.
-				var t int32
-				if err := c.QueryRow(ctx, `SELECT greatest(
-					(SELECT timeline_id FROM pg_control_checkpoint()),
-					(SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
-					  WHERE name ~ '^[0-9A-F]{8}\.history$'))`).Scan(&t); err != nil {
-					return err
-				}
-				st.Timeline = uint32(t)
+				st.Timeline = uint32(*fallbackTLI)
 			}
 		}
-		rows, err := c.Query(ctx, `SELECT coalesce(application_name, ''), coalesce(client_addr::text, ''), coalesce(state, ''),
-			sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text, coalesce(sync_state, ''), coalesce(sync_priority, 0),
-			pid, reply_time
-			FROM pg_stat_replication ORDER BY application_name`)
+		reps, err := parseReplicas(replicas)
 		if err != nil {
 			return err
 		}
-		for rows.Next() {
-			var r ReplicaStatus
-			var sent, write, flush, replay *string
-			var reply *time.Time
-			if err := rows.Scan(&r.ApplicationName, &r.ClientAddr, &r.State, &sent, &write, &flush, &replay, &r.SyncState, &r.SyncPriority,
-				&r.PID, &reply); err != nil {
-				rows.Close()
-				return err
-			}
-			r.SentLSN, r.WriteLSN, r.FlushLSN, r.ReplayLSN = parseLSNPtr(sent), parseLSNPtr(write), parseLSNPtr(flush), parseLSNPtr(replay)
-			if reply != nil {
-				r.ReplyTime = *reply
-			}
-			st.Replicas = append(st.Replicas, r)
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
+		st.Replicas = reps
 		n.replies.observe(st.Replicas, time.Now())
-		pr, err := pendingRestart(ctx, c)
-		st.PendingRestart = pr
-		return err
+		return nil
 	})
 	if err != nil {
 		return st, fmt.Errorf("probe %s: %w", n.cfg.DataDir, err)
 	}
 	return st, nil
+}
+
+// probeSQL is the whole probe in one statement: a round trip costs more
+// than the catalog reads, and every node probes every loop (twice on a
+// primary), so an idle cluster's CPU is mostly this. Recovery is read once
+// (a promotion finishing mid-statement must not mix a primary's and a
+// standby's columns), and the primary-only and fallback columns are
+// evaluated only when they apply (pg_walfile_name fails in recovery; the
+// timeline fallback lists pg_wal).
+const probeSQL = `WITH s AS MATERIALIZED (SELECT pg_is_in_recovery() AS rec)
+SELECT s.rec, pg_postmaster_start_time(),
+	current_setting('synchronous_standby_names'), current_setting('server_version_num')::int,
+	CASE WHEN NOT s.rec THEN pg_current_wal_lsn()::text END,
+	CASE WHEN NOT s.rec THEN pg_walfile_name(pg_current_wal_lsn()) END,
+	pg_last_wal_receive_lsn()::text, pg_last_wal_replay_lsn()::text, pg_last_xact_replay_timestamp(),
+	r.status, r.received_tli, r.sender_host, r.sender_port,
+	CASE WHEN s.rec AND coalesce(r.received_tli, 0) = 0 THEN greatest(
+		(SELECT timeline_id FROM pg_control_checkpoint()),
+		(SELECT max(('x' || substr(name, 1, 8))::bit(32)::int) FROM pg_ls_waldir()
+		  WHERE name ~ '^[0-9A-F]{8}\.history$')) END,
+	(SELECT json_agg(json_build_object('app', coalesce(application_name, ''), 'addr', coalesce(client_addr::text, ''),
+		'state', coalesce(state, ''), 'sent', sent_lsn::text, 'write', write_lsn::text, 'flush', flush_lsn::text,
+		'replay', replay_lsn::text, 'sync', coalesce(sync_state, ''), 'prio', coalesce(sync_priority, 0), 'pid', pid,
+		'reply_us', (extract(epoch FROM reply_time) * 1000000)::bigint) ORDER BY application_name)
+	  FROM pg_stat_replication),
+	(SELECT array_agg(name ORDER BY name) FROM pg_settings WHERE pending_restart)
+FROM s LEFT JOIN pg_stat_wal_receiver r ON true`
+
+// parseReplicas decodes probeSQL's pg_stat_replication column.
+func parseReplicas(b []byte) ([]ReplicaStatus, error) {
+	if len(b) == 0 {
+		return nil, nil
+	}
+	var rows []struct {
+		App, Addr, State, Sync     string
+		Sent, Write, Flush, Replay *string
+		Prio                       int
+		PID                        int32
+		ReplyUS                    *int64 `json:"reply_us"`
+	}
+	if err := json.Unmarshal(b, &rows); err != nil {
+		return nil, fmt.Errorf("pg_stat_replication: %w", err)
+	}
+	out := make([]ReplicaStatus, 0, len(rows))
+	for _, r := range rows {
+		rs := ReplicaStatus{ApplicationName: r.App, ClientAddr: r.Addr, State: r.State, SyncState: r.Sync,
+			SyncPriority: r.Prio, PID: r.PID,
+			SentLSN: parseLSNPtr(r.Sent), WriteLSN: parseLSNPtr(r.Write), FlushLSN: parseLSNPtr(r.Flush), ReplayLSN: parseLSNPtr(r.Replay)}
+		if r.ReplyUS != nil {
+			rs.ReplyTime = time.UnixMicro(*r.ReplyUS)
+		}
+		out = append(out, rs)
+	}
+	return out, nil
 }
 
 func pendingRestart(ctx context.Context, c *pgx.Conn) ([]string, error) {

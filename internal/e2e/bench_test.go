@@ -40,14 +40,25 @@ func benchEnabled(t *testing.T, name string) (trials int, profile string) {
 }
 
 // benchSetup starts a cluster with PgBouncer and a bouncer agent in front.
-func benchSetup(t *testing.T, profile string) (*e2e.Cluster, string, map[string]int) {
-	c := e2e.New(t, e2e.Options{Profile: profile})
+func benchSetup(t *testing.T, profile string) (*e2e.Cluster, string, map[string]int, string) {
+	opts := e2e.Options{Profile: profile}
+	if os.Getenv("PGQUORUMBENCH_PGLOG") != "" {
+		// PostgreSQL's own timeline (connections, shutdown, promotion) with
+		// millisecond stamps, for reading a trial afterwards.
+		opts.Parameters = map[string]string{"log_min_messages": "log", "log_connections": "on",
+			"log_disconnections": "on", "log_line_prefix": "%m [%p] ", "log_checkpoints": "on"}
+	}
+	c := e2e.New(t, opts)
 	primary, _ := c.WaitHealthy(90 * time.Second)
 	ctx := testCtx(t)
 	if err := c.Exec(ctx, primary, "CREATE TABLE bw (g int, n int)"); err != nil {
 		t.Fatal(err)
 	}
-	pgb := pgtest.StartPgBouncer(t, pgtest.PgBouncerOptions{Users: map[string]string{"postgres": e2e.SuperuserPassword}})
+	pgbOpts := pgtest.PgBouncerOptions{Users: map[string]string{"postgres": e2e.SuperuserPassword}}
+	if os.Getenv("PGQUORUMBENCH_PGLOG") != "" {
+		pgbOpts.Settings = map[string]string{"verbose": "1"}
+	}
+	pgb := pgtest.StartPgBouncer(t, pgbOpts)
 	startBouncerAgent(t, c, pgb)
 	if os.Getenv("PGQUORUME2E_KEEP") != "" {
 		// PgBouncer's own log (server logins, pauses) beside the agents'
@@ -68,7 +79,7 @@ func benchSetup(t *testing.T, profile string) (*e2e.Cluster, string, map[string]
 		_, err := serverPortOf(ctx, dsn)
 		return err
 	})
-	return c, dsn, port
+	return c, dsn, port, pgb.LogPath
 }
 
 // acked is one writer that inserts a new id every interval and remembers
@@ -196,7 +207,7 @@ func TestSwitchover_BothWaysThroughPgBouncer(t *testing.T) {
 }
 
 func failoverTrials(t *testing.T, trials int, profile string) {
-	c, dsn, port := benchSetup(t, profile)
+	c, dsn, port, _ := benchSetup(t, profile)
 	if out, err := c.Ctl("edit-config", "--set", "synchronous_mode=on"); err != nil {
 		t.Fatalf("synchronous mode: %v\n%s", err, out)
 	}
@@ -280,13 +291,13 @@ func TestBenchSwitchover(t *testing.T) {
 }
 
 func switchoverTrials(t *testing.T, trials int, profile string) {
-	c, dsn, port := benchSetup(t, profile)
+	c, dsn, port, pgbLog := benchSetup(t, profile)
 	ctx := testCtx(t)
 	exposedAt := watchExposures(t, ctx, c)
 	loadCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	l := startWriters(loadCtx, dsn, 4)
-	var stall, repoint, total stats
+	var stall, repoint, resumed, total stats
 	errors := 0
 	for i := 1; i <= trials; i++ {
 		primary, epoch := c.WaitHealthy(120 * time.Second)
@@ -315,19 +326,24 @@ func switchoverTrials(t *testing.T, trials int, profile string) {
 		gap := l.maxGap(start, first)
 		errors += after - before
 		stall, total = append(stall, gap), append(total, first.Sub(start))
-		rp := time.Duration(-1)
+		rp, rs := time.Duration(-1), time.Duration(-1)
 		if !exp.IsZero() {
 			rp = first.Sub(exp)
 			repoint = append(repoint, rp)
+			if at, ok := pgbResumeAfter(pgbLog, exp.Add(-50*time.Millisecond)); ok {
+				rs = at.Sub(exp)
+				resumed = append(resumed, rs)
+			}
 		}
-		t.Logf("trial %d: %s -> %s: client errors %d, longest write stall %v, exposed->first write %v, request->first write %v",
-			i, primary, target, after-before, gap.Round(time.Millisecond), rp.Round(time.Millisecond), first.Sub(start).Round(time.Millisecond))
+		t.Logf("trial %d: %s -> %s: client errors %d, longest write stall %v, exposed->PgBouncer resumed on the new route %v, exposed->first write %v, request->first write %v",
+			i, primary, target, after-before, gap.Round(time.Millisecond), rs.Round(time.Millisecond), rp.Round(time.Millisecond), first.Sub(start).Round(time.Millisecond))
 	}
 	stop()
 	l.wait()
 	t.Logf("SWITCHOVER (%s profile, %d trials): client errors %d", profile, trials, errors)
 	t.Logf("SWITCHOVER (%s profile, %d trials): write stall %v", profile, trials, stall)
-	t.Logf("SWITCHOVER (%s profile, %d trials): exposure committed -> PgBouncer routes there %v", profile, trials, repoint)
+	t.Logf("SWITCHOVER (%s profile, %d trials): exposure committed -> PgBouncer resumed on the new route (its log) %v", profile, trials, resumed)
+	t.Logf("SWITCHOVER (%s profile, %d trials): exposure committed -> first write through PgBouncer on the new primary %v", profile, trials, repoint)
 	t.Logf("SWITCHOVER (%s profile, %d trials): request -> first write on the new primary %v", profile, trials, total)
 	if errors > 0 {
 		t.Errorf("%d client errors during planned switchovers", errors)
@@ -541,4 +557,24 @@ func procRSS(pid int) int64 {
 		}
 	}
 	return 0
+}
+
+// pgbResumeAfter finds, in PgBouncer's log, the first RESUME command it
+// logged after t: the moment it routes to the route staged for the new
+// primary (its log has millisecond stamps in UTC).
+func pgbResumeAfter(path string, t time.Time) (time.Time, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return time.Time{}, false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, "RESUME") || !strings.Contains(line, "command issued") || len(line) < 23 {
+			continue
+		}
+		at, err := time.ParseInLocation("2006-01-02 15:04:05.000", line[:23], time.UTC)
+		if err == nil && at.After(t) {
+			return at, true
+		}
+	}
+	return time.Time{}, false
 }
