@@ -28,6 +28,7 @@ func (s *Server) Status() *pb.NodeStatus {
 		RaftAddr:       s.opts.RaftAdvertiseAddr,
 		GrpcAddr:       s.opts.GRPCAddr,
 		HasState:       s.hasState(),
+		Suffrage:       s.opts.self(s.opts.RaftAdvertiseAddr).Suffrage,
 	}
 	isLeader := s.IsLeader()
 	if isLeader {

@@ -183,6 +183,11 @@ func (c *Config) validateBootstrap(v *problems) {
 	}
 	if b.Expect > 1 && len(b.Join) == 0 {
 		v.addf("bootstrap.join", "is required with bootstrap.expect %d: it lists the peers' gRPC addresses", b.Expect)
+	} else if peers := len(without(b.Join, c.GRPCAddr())); b.Expect > 1 && peers < b.Expect-1 {
+		// Bootstrap waits for exactly expect voters: with fewer peers
+		// listed it would wait forever.
+		v.addf("bootstrap.join", "lists %d peer address(es) besides this node; bootstrap.expect %d needs the other %d voters' gRPC addresses",
+			peers, b.Expect, b.Expect-1)
 	}
 	seen := map[string]bool{}
 	for _, j := range b.Join {
@@ -310,4 +315,17 @@ func (c *Config) EnsureDataDir() error {
 		return nil
 	}
 	return fmt.Errorf("config: create data_dir: %w", err)
+}
+
+// without returns the distinct entries of list other than drop.
+func without(list []string, drop string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, x := range list {
+		if x != drop && !seen[x] {
+			seen[x] = true
+			out = append(out, x)
+		}
+	}
+	return out
 }

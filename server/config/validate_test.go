@@ -82,6 +82,15 @@ func TestConfigValidate_Rules(t *testing.T) {
 		{"expect with join", func(c *Config) {
 			c.Bootstrap = Bootstrap{Expect: 3, Join: []string{"127.0.0.2:7101", "127.0.0.3:7101"}}
 		}, "", nil},
+		{"expect with too few peers", func(c *Config) {
+			c.Bootstrap = Bootstrap{Expect: 3, Join: []string{"127.0.0.2:7101"}}
+		}, "bootstrap.join", []string{"lists 1 peer address(es)", "bootstrap.expect 3 needs the other 2 voters"}},
+		{"expect with self counted as a peer", func(c *Config) {
+			c.Bootstrap = Bootstrap{Expect: 3, Join: []string{c.GRPCAddr(), "127.0.0.2:7101"}}
+		}, "bootstrap.join", []string{"lists 1 peer address(es)"}},
+		{"expect with self listed too", func(c *Config) {
+			c.Bootstrap = Bootstrap{Expect: 3, Join: []string{c.GRPCAddr(), "127.0.0.2:7101", "127.0.0.3:7101"}}
+		}, "", nil},
 		{"join bad", func(c *Config) { c.Bootstrap.Join = []string{"nohost"} }, "bootstrap.join", []string{"not host:port"}},
 		{"join duplicate", func(c *Config) { c.Bootstrap.Join = []string{"a:1", "a:1"} }, "bootstrap.join", []string{"listed twice"}},
 		{"non-voter in initial_cluster", func(c *Config) { c.Voter = false }, "voter", []string{"in bootstrap.initial_cluster"}},

@@ -440,8 +440,11 @@ type NodeStatus struct {
 	// scheduled_restart is the restart the leader holds for later (unset on
 	// followers and when none is scheduled).
 	ScheduledRestart *RestartRequest `protobuf:"bytes,19,opt,name=scheduled_restart,json=scheduledRestart,proto3" json:"scheduled_restart,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// suffrage is the answering node's own configured suffrage (bootstrap-
+	// expect counts only voters).
+	Suffrage      Suffrage `protobuf:"varint,20,opt,name=suffrage,proto3,enum=pgquorum.v1.Suffrage" json:"suffrage,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *NodeStatus) Reset() {
@@ -605,6 +608,13 @@ func (x *NodeStatus) GetScheduledRestart() *RestartRequest {
 		return x.ScheduledRestart
 	}
 	return nil
+}
+
+func (x *NodeStatus) GetSuffrage() Suffrage {
+	if x != nil {
+		return x.Suffrage
+	}
+	return Suffrage_SUFFRAGE_UNSPECIFIED
 }
 
 // BouncerStatus is the leader's view of one bouncer agent.
@@ -2550,7 +2560,7 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\traft_addr\x18\x02 \x01(\tR\braftAddr\x121\n" +
 	"\bsuffrage\x18\x03 \x01(\x0e2\x15.pgquorum.v1.SuffrageR\bsuffrage\x12&\n" +
 	"\x0flast_contact_ms\x18\x04 \x01(\x03R\rlastContactMs\x12\x1b\n" +
-	"\tis_leader\x18\x05 \x01(\bR\bisLeader\"\xd4\x05\n" +
+	"\tis_leader\x18\x05 \x01(\bR\bisLeader\"\x87\x06\n" +
 	"\n" +
 	"NodeStatus\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x1d\n" +
@@ -2573,7 +2583,8 @@ const file_pgquorum_v1_admin_proto_rawDesc = "" +
 	"\thas_state\x18\x10 \x01(\bR\bhasState\x12\x1b\n" +
 	"\tgrpc_addr\x18\x11 \x01(\tR\bgrpcAddr\x126\n" +
 	"\bbouncers\x18\x12 \x03(\v2\x1a.pgquorum.v1.BouncerStatusR\bbouncers\x12H\n" +
-	"\x11scheduled_restart\x18\x13 \x01(\v2\x1b.pgquorum.v1.RestartRequestR\x10scheduledRestart\"\x92\x01\n" +
+	"\x11scheduled_restart\x18\x13 \x01(\v2\x1b.pgquorum.v1.RestartRequestR\x10scheduledRestart\x121\n" +
+	"\bsuffrage\x18\x14 \x01(\x0e2\x15.pgquorum.v1.SuffrageR\bsuffrage\"\x92\x01\n" +
 	"\rBouncerStatus\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1f\n" +
 	"\vacked_epoch\x18\x02 \x01(\x04R\n" +
@@ -2843,74 +2854,75 @@ var file_pgquorum_v1_admin_proto_depIdxs = []int32{
 	6,  // 1: pgquorum.v1.NodeStatus.peers:type_name -> pgquorum.v1.PeerStatus
 	8,  // 2: pgquorum.v1.NodeStatus.bouncers:type_name -> pgquorum.v1.BouncerStatus
 	31, // 3: pgquorum.v1.NodeStatus.scheduled_restart:type_name -> pgquorum.v1.RestartRequest
-	39, // 4: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
-	40, // 5: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
-	41, // 6: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
-	42, // 7: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
-	43, // 8: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
-	44, // 9: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
-	45, // 10: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
-	46, // 11: pgquorum.v1.StateDelta.upserted_bouncers:type_name -> pgquorum.v1.BouncerAgent
-	47, // 12: pgquorum.v1.StateDelta.tombstone:type_name -> pgquorum.v1.Tombstone
-	48, // 13: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
-	10, // 14: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
-	39, // 15: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
-	43, // 16: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
-	18, // 17: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
-	0,  // 18: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
-	17, // 19: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
-	1,  // 20: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
-	40, // 21: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
-	2,  // 22: pgquorum.v1.RestartRequest.role:type_name -> pgquorum.v1.RestartRole
-	3,  // 23: pgquorum.v1.LocalActionRequest.action:type_name -> pgquorum.v1.LocalActionKind
-	36, // 24: pgquorum.v1.ActionResponse.results:type_name -> pgquorum.v1.MemberResult
-	4,  // 25: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
-	5,  // 26: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
-	9,  // 27: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
-	12, // 28: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
-	14, // 29: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
-	16, // 30: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
-	20, // 31: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
-	49, // 32: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
-	50, // 33: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
-	19, // 34: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
-	22, // 35: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
-	24, // 36: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
-	25, // 37: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
-	51, // 38: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
-	29, // 39: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
-	52, // 40: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
-	31, // 41: pgquorum.v1.Admin.Restart:input_type -> pgquorum.v1.RestartRequest
-	32, // 42: pgquorum.v1.Admin.Reload:input_type -> pgquorum.v1.ReloadRequest
-	33, // 43: pgquorum.v1.Admin.Reinit:input_type -> pgquorum.v1.ReinitRequest
-	34, // 44: pgquorum.v1.Admin.Flush:input_type -> pgquorum.v1.FlushRequest
-	35, // 45: pgquorum.v1.Admin.LocalAction:input_type -> pgquorum.v1.LocalActionRequest
-	48, // 46: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
-	7,  // 47: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
-	11, // 48: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
-	13, // 49: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
-	15, // 50: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
-	27, // 51: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
-	21, // 52: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
-	21, // 53: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
-	21, // 54: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
-	18, // 55: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
-	23, // 56: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
-	23, // 57: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
-	26, // 58: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
-	28, // 59: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
-	30, // 60: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
-	21, // 61: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
-	37, // 62: pgquorum.v1.Admin.Restart:output_type -> pgquorum.v1.ActionResponse
-	37, // 63: pgquorum.v1.Admin.Reload:output_type -> pgquorum.v1.ActionResponse
-	37, // 64: pgquorum.v1.Admin.Reinit:output_type -> pgquorum.v1.ActionResponse
-	37, // 65: pgquorum.v1.Admin.Flush:output_type -> pgquorum.v1.ActionResponse
-	36, // 66: pgquorum.v1.Admin.LocalAction:output_type -> pgquorum.v1.MemberResult
-	46, // [46:67] is the sub-list for method output_type
-	25, // [25:46] is the sub-list for method input_type
-	25, // [25:25] is the sub-list for extension type_name
-	25, // [25:25] is the sub-list for extension extendee
-	0,  // [0:25] is the sub-list for field type_name
+	38, // 4: pgquorum.v1.NodeStatus.suffrage:type_name -> pgquorum.v1.Suffrage
+	39, // 5: pgquorum.v1.StateDelta.upserted_members:type_name -> pgquorum.v1.Member
+	40, // 6: pgquorum.v1.StateDelta.config:type_name -> pgquorum.v1.DynamicConfig
+	41, // 7: pgquorum.v1.StateDelta.primary:type_name -> pgquorum.v1.PrimaryAssignment
+	42, // 8: pgquorum.v1.StateDelta.sync:type_name -> pgquorum.v1.SyncState
+	43, // 9: pgquorum.v1.StateDelta.identity:type_name -> pgquorum.v1.ClusterIdentity
+	44, // 10: pgquorum.v1.StateDelta.history:type_name -> pgquorum.v1.HistoryEntry
+	45, // 11: pgquorum.v1.StateDelta.switchover:type_name -> pgquorum.v1.Switchover
+	46, // 12: pgquorum.v1.StateDelta.upserted_bouncers:type_name -> pgquorum.v1.BouncerAgent
+	47, // 13: pgquorum.v1.StateDelta.tombstone:type_name -> pgquorum.v1.Tombstone
+	48, // 14: pgquorum.v1.WatchEvent.snapshot:type_name -> pgquorum.v1.ClusterState
+	10, // 15: pgquorum.v1.WatchEvent.delta:type_name -> pgquorum.v1.StateDelta
+	39, // 16: pgquorum.v1.JoinRequest.member:type_name -> pgquorum.v1.Member
+	43, // 17: pgquorum.v1.JoinResponse.identity:type_name -> pgquorum.v1.ClusterIdentity
+	18, // 18: pgquorum.v1.HeartbeatRequest.postgres:type_name -> pgquorum.v1.PostgresHealth
+	0,  // 19: pgquorum.v1.PostgresHealth.state:type_name -> pgquorum.v1.PgState
+	17, // 20: pgquorum.v1.PostgresHealth.replicas:type_name -> pgquorum.v1.ReplicaHealth
+	1,  // 21: pgquorum.v1.PostgresHealth.data_dir:type_name -> pgquorum.v1.DataDirKind
+	40, // 22: pgquorum.v1.SetConfigResponse.config:type_name -> pgquorum.v1.DynamicConfig
+	2,  // 23: pgquorum.v1.RestartRequest.role:type_name -> pgquorum.v1.RestartRole
+	3,  // 24: pgquorum.v1.LocalActionRequest.action:type_name -> pgquorum.v1.LocalActionKind
+	36, // 25: pgquorum.v1.ActionResponse.results:type_name -> pgquorum.v1.MemberResult
+	4,  // 26: pgquorum.v1.Admin.GetState:input_type -> pgquorum.v1.GetStateRequest
+	5,  // 27: pgquorum.v1.Admin.Status:input_type -> pgquorum.v1.StatusRequest
+	9,  // 28: pgquorum.v1.Admin.Watch:input_type -> pgquorum.v1.WatchRequest
+	12, // 29: pgquorum.v1.Admin.Join:input_type -> pgquorum.v1.JoinRequest
+	14, // 30: pgquorum.v1.Admin.RemoveMember:input_type -> pgquorum.v1.RemoveMemberRequest
+	16, // 31: pgquorum.v1.Admin.Heartbeat:input_type -> pgquorum.v1.HeartbeatRequest
+	20, // 32: pgquorum.v1.Admin.RenewLease:input_type -> pgquorum.v1.RenewLeaseRequest
+	49, // 33: pgquorum.v1.Admin.ReleaseLease:input_type -> pgquorum.v1.ReleaseLease
+	50, // 34: pgquorum.v1.Admin.SetSync:input_type -> pgquorum.v1.SetSync
+	19, // 35: pgquorum.v1.Admin.Probe:input_type -> pgquorum.v1.ProbeRequest
+	22, // 36: pgquorum.v1.Admin.Switchover:input_type -> pgquorum.v1.SwitchoverRequest
+	24, // 37: pgquorum.v1.Admin.Failover:input_type -> pgquorum.v1.FailoverRequest
+	25, // 38: pgquorum.v1.Admin.SetPaused:input_type -> pgquorum.v1.SetPausedRequest
+	51, // 39: pgquorum.v1.Admin.SetConfig:input_type -> pgquorum.v1.SetConfig
+	29, // 40: pgquorum.v1.Admin.BouncerHeartbeat:input_type -> pgquorum.v1.BouncerHeartbeatRequest
+	52, // 41: pgquorum.v1.Admin.UnregisterBouncer:input_type -> pgquorum.v1.UnregisterBouncer
+	31, // 42: pgquorum.v1.Admin.Restart:input_type -> pgquorum.v1.RestartRequest
+	32, // 43: pgquorum.v1.Admin.Reload:input_type -> pgquorum.v1.ReloadRequest
+	33, // 44: pgquorum.v1.Admin.Reinit:input_type -> pgquorum.v1.ReinitRequest
+	34, // 45: pgquorum.v1.Admin.Flush:input_type -> pgquorum.v1.FlushRequest
+	35, // 46: pgquorum.v1.Admin.LocalAction:input_type -> pgquorum.v1.LocalActionRequest
+	48, // 47: pgquorum.v1.Admin.GetState:output_type -> pgquorum.v1.ClusterState
+	7,  // 48: pgquorum.v1.Admin.Status:output_type -> pgquorum.v1.NodeStatus
+	11, // 49: pgquorum.v1.Admin.Watch:output_type -> pgquorum.v1.WatchEvent
+	13, // 50: pgquorum.v1.Admin.Join:output_type -> pgquorum.v1.JoinResponse
+	15, // 51: pgquorum.v1.Admin.RemoveMember:output_type -> pgquorum.v1.RemoveMemberResponse
+	27, // 52: pgquorum.v1.Admin.Heartbeat:output_type -> pgquorum.v1.HeartbeatResponse
+	21, // 53: pgquorum.v1.Admin.RenewLease:output_type -> pgquorum.v1.LeaseResponse
+	21, // 54: pgquorum.v1.Admin.ReleaseLease:output_type -> pgquorum.v1.LeaseResponse
+	21, // 55: pgquorum.v1.Admin.SetSync:output_type -> pgquorum.v1.LeaseResponse
+	18, // 56: pgquorum.v1.Admin.Probe:output_type -> pgquorum.v1.PostgresHealth
+	23, // 57: pgquorum.v1.Admin.Switchover:output_type -> pgquorum.v1.SwitchoverResponse
+	23, // 58: pgquorum.v1.Admin.Failover:output_type -> pgquorum.v1.SwitchoverResponse
+	26, // 59: pgquorum.v1.Admin.SetPaused:output_type -> pgquorum.v1.SetPausedResponse
+	28, // 60: pgquorum.v1.Admin.SetConfig:output_type -> pgquorum.v1.SetConfigResponse
+	30, // 61: pgquorum.v1.Admin.BouncerHeartbeat:output_type -> pgquorum.v1.BouncerHeartbeatResponse
+	21, // 62: pgquorum.v1.Admin.UnregisterBouncer:output_type -> pgquorum.v1.LeaseResponse
+	37, // 63: pgquorum.v1.Admin.Restart:output_type -> pgquorum.v1.ActionResponse
+	37, // 64: pgquorum.v1.Admin.Reload:output_type -> pgquorum.v1.ActionResponse
+	37, // 65: pgquorum.v1.Admin.Reinit:output_type -> pgquorum.v1.ActionResponse
+	37, // 66: pgquorum.v1.Admin.Flush:output_type -> pgquorum.v1.ActionResponse
+	36, // 67: pgquorum.v1.Admin.LocalAction:output_type -> pgquorum.v1.MemberResult
+	47, // [47:68] is the sub-list for method output_type
+	26, // [26:47] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_pgquorum_v1_admin_proto_init() }
