@@ -345,6 +345,56 @@ func TestServer_RefusesForeignDataDir(t *testing.T) {
 	}
 }
 
+// TestServer_OtherClusterUUIDExits: a data directory whose identity file
+// names another cluster UUID than the quorum's makes the node exit with
+// an error naming the directory, instead of running in the wrong cluster.
+func TestServer_OtherClusterUUIDExits(t *testing.T) {
+	c := servertest.New(t, 3)
+	st := converged(t, c, 3)
+	n := c.Nodes[2]
+	path := filepath.Join(n.DataDir, "cluster.json")
+	c.Eventually(wait, "the cluster uuid recorded in "+path, func() bool {
+		b, err := os.ReadFile(path)
+		return err == nil && bytes.Contains(b, []byte(st.Identity.Uuid))
+	})
+	c.Kill(n)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := "00000000-0000-4000-8000-000000000000"
+	if err := os.WriteFile(path, bytes.ReplaceAll(b, []byte(st.Identity.Uuid), []byte(other)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c.Start(n)
+	err = c.WaitExit(n, wait)
+	if !errors.Is(err, server.ErrWrongCluster) || !strings.Contains(err.Error(), n.DataDir) || !strings.Contains(err.Error(), other) {
+		t.Fatalf("node with another cluster's uuid: exit err = %v, want ErrWrongCluster naming %s and %s", err, n.DataDir, other)
+	}
+}
+
+// TestServer_RaftStoreWithoutIdentityRefused: a Raft store whose identity
+// file is gone belongs to an unknown cluster; the node refuses to start,
+// names both paths, and writes no fresh identity over it.
+func TestServer_RaftStoreWithoutIdentityRefused(t *testing.T) {
+	c := servertest.New(t, 3)
+	converged(t, c, 3)
+	n := c.Nodes[2]
+	c.Kill(n)
+	ident := filepath.Join(n.DataDir, "cluster.json")
+	if err := os.Remove(ident); err != nil {
+		t.Fatal(err)
+	}
+	_, err := server.New(n.Opts)
+	store := filepath.Join(n.DataDir, "raft", "raft.db")
+	if !errors.Is(err, server.ErrDataDir) || !strings.Contains(err.Error(), store) || !strings.Contains(err.Error(), ident) {
+		t.Fatalf("raft store without identity: err = %v, want ErrDataDir naming %s and %s", err, store, ident)
+	}
+	if _, err := os.Stat(ident); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("an identity file was written over the unknown raft store: %v", err)
+	}
+}
+
 func TestServer_JoinWrongClusterRefused(t *testing.T) {
 	c := servertest.New(t, 3)
 	converged(t, c, 3)

@@ -22,7 +22,9 @@ const identityName = "cluster.json"
 func (s *Server) identityPath() string { return filepath.Join(s.opts.DataDir, identityName) }
 
 // checkIdentity reads the identity file, refusing a directory that belongs
-// to another cluster or node, and writes it when missing.
+// to another cluster or node, and writes it when missing. It is written
+// before the Raft store is ever created, so a Raft store without it is
+// state of an unknown cluster: refused, not adopted under a fresh identity.
 func (s *Server) checkIdentity() error {
 	if s.opts.DataDir == "" {
 		return nil
@@ -31,6 +33,12 @@ func (s *Server) checkIdentity() error {
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
+		store := filepath.Join(s.opts.DataDir, "raft", "raft.db")
+		if _, err := os.Stat(store); !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: %s holds Raft state but %s is missing, so the cluster it belongs to is unknown; "+
+				"refusing to adopt it under a new identity (restore %s, or move %s away to start this node empty)",
+				ErrDataDir, store, path, identityName, filepath.Dir(store))
+		}
 		s.ident = identityFile{ClusterName: s.opts.ClusterName, NodeID: s.opts.NodeID}
 		return s.writeIdentity()
 	case err != nil:

@@ -227,6 +227,21 @@ func (c *Cluster) Crash(n *Node) {
 	c.Kill(n)
 }
 
+// WaitExit waits until a node's Run ends by itself (a fatal error, such
+// as a data directory of another cluster) and returns its error. The node
+// still counts as running until Kill.
+func (c *Cluster) WaitExit(n *Node, timeout time.Duration) error {
+	c.t.Helper()
+	select {
+	case err := <-n.done:
+		n.done <- err // for Kill
+		return err
+	case <-time.After(timeout):
+		c.t.Fatalf("node %s still running after %v", n.ID, timeout)
+		return nil
+	}
+}
+
 // Kill stops a node: its context ends, so a leader hands leadership over
 // first (as on SIGTERM), Raft shuts down and its gRPC server stops. Crash
 // is the abrupt stop.
