@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,9 +24,14 @@ type Node struct {
 
 	opMu sync.Mutex // serialises operations that change the server or its files
 
-	mu     sync.Mutex // guards the fields below and process fields
-	proc   *process
-	params map[string]string
+	mu   sync.Mutex // guards the fields below and process fields
+	proc *process
+	// params are the parameters the next write of pgquorum.conf uses
+	// (see UseParameters); accepted is the set last applied by
+	// SetParameters or a server started with (at first
+	// Config.Parameters), rejected the last set the running server
+	// refused.
+	params, accepted, rejected map[string]string
 
 	connMu sync.Mutex // guards idle and writeConn
 	// idle holds up to maxIdle local connections kept between probes
@@ -57,10 +63,11 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		params[k] = v
 	}
 	return &Node{
-		cfg:    cfg,
-		log:    log.With("component", "pgnode", "data_dir", cfg.DataDir),
-		os:     id,
-		params: params,
+		cfg:      cfg,
+		log:      log.With("component", "pgnode", "data_dir", cfg.DataDir),
+		os:       id,
+		params:   params,
+		accepted: params,
 	}, nil
 }
 
@@ -164,7 +171,8 @@ func (n *Node) startLocked(ctx context.Context, opts StartOptions) error {
 	if err := n.prepareDirs(); err != nil {
 		return err
 	}
-	if _, err := n.writeLocalConfig(n.currentParams()); err != nil {
+	params := n.currentParams()
+	if _, err := n.writeLocalConfig(params); err != nil {
 		return err
 	}
 	switch opts.Role {
@@ -187,13 +195,30 @@ func (n *Node) startLocked(ctx context.Context, opts StartOptions) error {
 		pf, _, _ := readPIDFile(n.cfg.DataDir)
 		n.waitOrphans(ctx, pf.shmID, 30*time.Second)
 	}
-	return n.spawnAndWait(ctx)
+	if err := n.spawnAndWait(ctx); err != nil {
+		return err
+	}
+	n.acceptParams(params)
+	return nil
 }
 
 // startRunning handles Start on a running server.
 func (n *Node) startRunning(ctx context.Context, info DataDirInfo, opts StartOptions) error {
 	if err := n.adoptPID(info.PostmasterPID); err != nil {
 		return err
+	}
+	// The managed files go first, with a SIGHUP: the agent logs in with
+	// the superuser's password, and a server set up by hand may allow its
+	// local connections only by peer or ident until it reads our
+	// pg_hba.conf. (Role-independent: pg_hba.conf and pgquorum.conf.)
+	changed, err := n.writeLocalConfig(n.currentParams())
+	if err != nil {
+		return err
+	}
+	if changed {
+		if err := syscall.Kill(info.PostmasterPID, syscall.SIGHUP); err != nil {
+			return fmt.Errorf("signal postmaster %d of %s to reload: %w", info.PostmasterPID, n.cfg.DataDir, err)
+		}
 	}
 	if err := n.waitReady(ctx, n.currentProc()); err != nil {
 		return err
@@ -207,10 +232,6 @@ func (n *Node) startRunning(ctx context.Context, info DataDirInfo, opts StartOpt
 		return fmt.Errorf("%w: %s runs as a standby, primary requested (use Promote)", ErrRoleMismatch, n.cfg.DataDir)
 	case opts.Role == RoleStandby && !inRecovery:
 		return fmt.Errorf("%w: %s runs as a primary, standby requested (use Demote)", ErrRoleMismatch, n.cfg.DataDir)
-	}
-	changed, err := n.writeLocalConfig(n.currentParams())
-	if err != nil {
-		return err
 	}
 	if opts.Role == RoleStandby {
 		c, err := n.writeRecoveryConf(opts.Upstream)

@@ -220,6 +220,7 @@ func (n *Node) SetParameters(ctx context.Context, params map[string]string) ([]s
 	}
 	if len(problems) > 0 {
 		restore()
+		n.rejectParams(cp)
 		return nil, fmt.Errorf("%w: PostgreSQL rejects the configuration of %s: %s", ErrInvalidParameter, n.cfg.DataDir, strings.Join(problems, "; "))
 	}
 	n.setParams(cp)
@@ -244,6 +245,6 @@ func (n *Node) SetParameters(ctx context.Context, params map[string]string) ([]s
 
 func (n *Node) setParams(p map[string]string) {
 	n.mu.Lock()
-	n.params = p
+	n.params, n.accepted, n.rejected = p, p, nil
 	n.mu.Unlock()
 }

@@ -51,6 +51,12 @@ type actuator struct {
 	released uint64
 	// paramsVersion is the dynamic config version applied.
 	paramsVersion uint64
+	// paramsUsed is the dynamic config version handed to pgnode for
+	// starts (see useParameters).
+	paramsUsed uint64
+	// rolesEnsured: the replication and rewind roles were made on this
+	// node's primary in this agent's lifetime (see ensureRoles).
+	rolesEnsured bool
 	// info is the last data directory inspection, from infoAt.
 	info   pgnode.DataDirInfo
 	infoAt time.Time
@@ -264,6 +270,7 @@ func (a *actuator) converge(ctx context.Context) error {
 	a.maxEpoch = p.GetEpoch()
 	fenced := a.fenced
 	a.mu.Unlock()
+	a.useParameters(st)
 
 	if sw := st.Switchover; !fenced && p.GetMemberId() == me && !p.Released && a.releasedEpoch() != p.Epoch &&
 		sw != nil && sw.SteppingDown && sw.From == me && sw.Epoch == p.Epoch {
@@ -414,7 +421,8 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 	if err := a.manageSync(ctx, st); err != nil {
 		return fmt.Errorf("synchronous standbys: %w", err)
 	}
-	return a.applyParameters(ctx, st)
+	rolesErr := a.ensureRoles(ctx)
+	return errors.Join(a.applyParameters(ctx, st), rolesErr)
 }
 
 // startForPrimary starts a stopped server that is assigned primary. A

@@ -73,7 +73,9 @@ func (r *recordingPG) SetSynchronousStandbys(context.Context, []string, int) err
 func (r *recordingPG) SetParameters(context.Context, map[string]string) ([]string, error) {
 	return nil, r.rec("params")
 }
-func (r *recordingPG) Process() pgnode.ProcessInfo { return r.proc }
+func (r *recordingPG) UseParameters(map[string]string) error { return nil }
+func (r *recordingPG) EnsureRoles(context.Context) error     { return nil }
+func (r *recordingPG) Process() pgnode.ProcessInfo           { return r.proc }
 
 // actuatorOn returns an actuator for node n3 over an FSM that has applied
 // cmds, and the Postgres it drives.

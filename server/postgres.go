@@ -34,6 +34,13 @@ type Postgres interface {
 	EnsureSlots(ctx context.Context, names []string) error
 	SetSynchronousStandbys(ctx context.Context, names []string, count int) error
 	SetParameters(ctx context.Context, params map[string]string) ([]string, error)
+	// UseParameters sets the dynamic parameters the next start (or
+	// rewrite of the managed configuration) uses, without touching the
+	// server; SetParameters applies them to a running one.
+	UseParameters(params map[string]string) error
+	// EnsureRoles creates (or updates) the replication and rewind roles
+	// on a running primary.
+	EnsureRoles(ctx context.Context) error
 	Process() pgnode.ProcessInfo
 }
 

@@ -74,6 +74,12 @@ type Host struct {
 	diskStalled bool
 	failStart   bool
 	diskFull    bool
+	// roles: the replication and rewind roles exist (Bootstrap or
+	// EnsureRoles made them, or the clone source had them); a clone from
+	// a server without them fails, as pg_basebackup's login would.
+	roles bool
+	// clonedFrom is the server the data directory was last cloned from.
+	clonedFrom string
 	// acceptFrom is the seq at which the server began accepting writes
 	// (0: it does not).
 	acceptFrom   uint64
@@ -498,6 +504,55 @@ func (w *World) DiskFull(id string, full bool) {
 	w.host(id).diskFull = full
 }
 
+// HandMadePrimary gives server id a stopped primary data directory of a
+// new cluster made by hand, without the replication and rewind roles, as
+// an operator's initdb leaves it for pgquorum to adopt.
+func (w *World) HandMadePrimary(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h := w.host(id)
+	h.initialized, h.sysid, h.timeline, h.standby, h.clean = true, w.nextSys, 1, false, true
+	w.nextSys++
+}
+
+// ClonedFrom returns the server id's data directory was last cloned from.
+func (w *World) ClonedFrom(id string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.host(id).clonedFrom
+}
+
+// Wipe kills server id's postmaster (if it runs) and empties its data
+// directory, as a replaced disk would leave it.
+func (w *World) Wipe(id string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	h := w.host(id)
+	h.running, h.inRecovery = false, false
+	w.update(h, "")
+	w.hosts[id] = &Host{ID: id}
+	w.event(id, "wipe")
+}
+
+// HasRoles reports whether server id's data directory has the replication
+// and rewind roles.
+func (w *World) HasRoles(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.host(id).roles
+}
+
+// LiveParam returns parameter name as server id's running postmaster read
+// it at its start ("" if unset or not running).
+func (w *World) LiveParam(id, name string) string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if h := w.host(id); h.running {
+		return h.live[name]
+	}
+	return ""
+}
+
 // Agent returns a fresh driver for server id, as a newly started agent
 // process would have: it knows no postmaster until it starts or adopts
 // one.
@@ -515,6 +570,9 @@ type FakePostgres struct {
 	// gen is the postmaster generation this driver started or adopted
 	// (-1: none).
 	gen int
+	// params are the parameters this driver writes at a start (nil: it
+	// knows none yet, like a freshly started agent).
+	params map[string]string
 }
 
 var (
@@ -574,6 +632,7 @@ func (f *FakePostgres) Bootstrap(ctx context.Context) (uint64, error) {
 	f.w.nextSys++
 	f.w.event(f.id, "bootstrap")
 	f.startLocked(h, "bootstrap")
+	h.roles = true
 	return h.sysid, nil
 }
 
@@ -581,6 +640,9 @@ func (f *FakePostgres) startLocked(h *Host, how string) {
 	h.running, h.inRecovery, h.stopAsked, h.clean = true, h.standby, false, false
 	h.gen++
 	h.starts++
+	if f.params != nil {
+		h.params = maps.Clone(f.params)
+	}
 	h.live = maps.Clone(h.params)
 	f.gen = h.gen
 	f.w.event(f.id, "start")
@@ -738,9 +800,13 @@ func (f *FakePostgres) cloneLocked(h *Host, up pgnode.Upstream) error {
 	if err != nil {
 		return err
 	}
+	if !src.roles {
+		return fmt.Errorf("%w: pg_basebackup from %s: password authentication failed for the replication user (fake)", pgnode.ErrCommandFailed, upstreamAddr(up))
+	}
 	h.initialized, h.sysid, h.timeline = true, src.sysid, src.timeline
 	h.data, h.standby, h.upstream, h.clean = slices.Clone(src.data), true, upstreamAddr(up), true
 	h.syncNames, h.syncCount = slices.Clone(src.syncNames), src.syncCount
+	h.roles, h.clonedFrom = true, src.ID
 	f.w.event(f.id, "clone")
 	return nil
 }
@@ -873,7 +939,34 @@ func (f *FakePostgres) SetParameters(ctx context.Context, params map[string]stri
 	for k, v := range params {
 		h.params[k] = v
 	}
+	f.params = maps.Clone(h.params)
 	return nil, nil
+}
+
+// UseParameters implements server.Postgres: the next start writes params.
+func (f *FakePostgres) UseParameters(params map[string]string) error {
+	f.w.mu.Lock()
+	defer f.w.mu.Unlock()
+	f.params = maps.Clone(params)
+	if f.params == nil {
+		f.params = map[string]string{}
+	}
+	return nil
+}
+
+// EnsureRoles implements server.Postgres.
+func (f *FakePostgres) EnsureRoles(ctx context.Context) error {
+	h := f.lock()
+	defer f.unlock()
+	if !h.running {
+		return fmt.Errorf("%w: %s", pgnode.ErrNotRunning, f.id)
+	}
+	if h.inRecovery {
+		return fmt.Errorf("%w: %s", pgnode.ErrNotPrimary, f.id)
+	}
+	h.roles = true
+	f.w.event(f.id, "roles")
+	return nil
 }
 
 // Process implements server.Postgres.
