@@ -275,12 +275,15 @@ func sortedCopy(s []string) []string {
 }
 
 // promotionSync is what synchronous_standby_names must be the moment this
-// node is promoted: in strict mode every member that may be a synchronous
-// standby (writes wait until the FSM records one), otherwise nothing, so
-// the new primary takes writes at once and manageSync adds the standbys
-// it recorded.
+// node is promoted: in synchronous mode (on or strict) every member that
+// may be a synchronous standby, so no write is acknowledged before a
+// standby confirms it; manageSync then narrows the list to the standbys
+// that stream, or, in mode on with none, records the fall back to async
+// in the FSM before it empties the list (the only way to async, so the
+// FSM never says "synchronous" while the primary acknowledges alone). In
+// mode off, nothing: the new primary takes writes at once.
 func (a *actuator) promotionSync(st *pb.ClusterState) []string {
-	if st.Config.GetSynchronousMode() != pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT {
+	if st.Config.GetSynchronousMode() == pb.SynchronousMode_SYNCHRONOUS_MODE_OFF {
 		return nil
 	}
 	var ids []string

@@ -1,10 +1,14 @@
 package server_test
 
 import (
+	"context"
+	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/pgquorum/pgquorum/pgnode"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 	"github.com/pgquorum/pgquorum/server"
 	"github.com/pgquorum/pgquorum/server/servertest"
@@ -124,4 +128,111 @@ func TestSyncRep_StrictKeepsWaitingWhenNoStandbyReplies(t *testing.T) {
 	})
 	t.Logf("strict: writes resumed %v after %s replied again", time.Since(back).Round(time.Millisecond), other)
 	f.w.CutReplication(sync, false)
+}
+
+// TestSyncRep_OnModeNewPrimaryRecordsDegradedBeforeAsync: in mode on, a
+// newly promoted primary acknowledges no write on its own before the FSM
+// records the fall back to async (invariant 5: while the FSM says the
+// cluster is synchronous, a write acknowledged by the primary alone could
+// be lost by a promotion the FSM allows). The other standby is silent, so
+// the new primary has no standby to wait for, and recording is slowed
+// down: a primary that went async at its promotion (as it did before the
+// fix) would acknowledge writes alone for that long.
+func TestSyncRep_OnModeNewPrimaryRecordsDegradedBeforeAsync(t *testing.T) {
+	f, p, syncID := syncFO(t, pb.SynchronousMode_SYNCHRONOUS_MODE_ON)
+	other := f.others(p.MemberId, syncID)[0]
+	f.w.CutReplication(other, true)
+	stale := max(tm.TTL, 2*pgnode.ReceiverStatusInterval+tm.LoopWait) + 2*tm.LoopWait
+	f.c.Eventually(failoverWait, other+" silent for longer than a synchronous standby may be", func() bool {
+		for _, r := range f.node(p.MemberId).Srv.LocalHealth().GetReplicas() {
+			if r.ApplicationName == other {
+				return time.Duration(r.ReplyAgeMs)*time.Millisecond > stale
+			}
+		}
+		return false
+	})
+	var survivors []*server.Server
+	for _, id := range f.others(p.MemberId) {
+		survivors = append(survivors, f.node(id).Srv)
+	}
+	// newest returns the committed state as the most advanced survivor
+	// (the leader, which applied every command it acknowledged) has it.
+	newest := func() *pb.ClusterState {
+		var st *pb.ClusterState
+		for _, s := range survivors {
+			if got, err := s.State(context.Background(), false); err == nil && (st == nil || got.Index > st.Index) {
+				st = got
+			}
+		}
+		return st
+	}
+	f.c.Delay(pb.Admin_SetSync_FullMethodName, 500*time.Millisecond, 0)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var violations []string
+	checked := 0
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			st := newest()
+			if np := st.GetPrimary(); np.GetEpoch() > p.Epoch {
+				if wid, err := f.w.Write(np.MemberId); err == nil {
+					for _, a := range f.w.Acks() {
+						if a.ID != wid || len(a.Sync) > 0 {
+							continue
+						}
+						// Acknowledged by the primary alone: the FSM must
+						// already say so (degraded at this epoch).
+						after := newest()
+						s := after.GetSync()
+						mu.Lock()
+						checked++
+						if s.GetEpoch() == np.Epoch && !s.GetDegraded() && len(s.GetMembers()) == 0 {
+							violations = append(violations, fmt.Sprintf("write %d acknowledged by %s alone at %s while the FSM (index %d) records sync %v", wid, np.MemberId, a.At.Format("15:04:05.000"), after.Index, s))
+						}
+						mu.Unlock()
+					}
+				}
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+
+	old := f.node(p.MemberId)
+	f.c.Kill(old)
+	f.w.Crash(old.ID)
+	np := f.waitPrimary(p.Epoch+1, old.ID)
+	if np.MemberId != syncID {
+		t.Fatalf("promoted %s, want the recorded synchronous standby %s", np.MemberId, syncID)
+	}
+	f.c.Eventually(failoverWait, "writes acknowledged by "+np.MemberId, func() bool {
+		acks := f.w.Acks()
+		return len(acks) > 0 && acks[len(acks)-1].Server == np.MemberId
+	})
+	f.w.CutReplication(other, false)
+	f.c.Eventually(failoverWait, other+" recorded as the new primary's synchronous standby", func() bool {
+		s := newest().GetSync()
+		return s.GetEpoch() == np.Epoch && slices.Equal(s.GetMembers(), []string{other})
+	})
+	f.c.Eventually(failoverWait, "writes acknowledged by "+other, func() bool {
+		acks := f.w.Acks()
+		return len(acks) > 0 && acks[len(acks)-1].Server == np.MemberId && slices.Contains(acks[len(acks)-1].Sync, other)
+	})
+	cancel()
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	t.Logf("%d writes acknowledged by %s alone, each checked against the FSM", checked, np.MemberId)
+	for i, v := range violations {
+		if i == 5 {
+			t.Errorf("... and %d more", len(violations)-5)
+			break
+		}
+		t.Error(v)
+	}
+	f.checkAcked(np.MemberId)
 }

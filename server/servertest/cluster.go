@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -66,6 +67,16 @@ type Cluster struct {
 	pool  *rpc.Pool
 	// cut holds pairs of raft addresses that may not talk.
 	cut map[[2]string]bool
+	// delays holds the calls Delay slows down.
+	delays []delay
+}
+
+// delay is one Delay rule: calls of method (to the node serving to, or
+// to any node when empty) wait before they are sent and after they
+// returned.
+type delay struct {
+	method, to    string
+	before, after time.Duration
 }
 
 // Option changes a node's options before it starts.
@@ -295,7 +306,67 @@ func (c *Cluster) unaryCut(from *Node) grpc.UnaryClientInterceptor {
 		if err := c.blackhole(ctx, from, cc.Target()); err != nil {
 			return err
 		}
-		return invoker(ctx, method, req, reply, cc, opts...)
+		before, after := c.delayOf(method, cc.Target())
+		if err := hold(ctx, before); err != nil {
+			return err
+		}
+		if err := invoker(ctx, method, req, reply, cc, opts...); err != nil {
+			return err
+		}
+		return hold(ctx, after)
+	}
+}
+
+// Delay makes every node's calls of a gRPC method (its full name, such
+// as pb.Admin_RenewLease_FullMethodName) to the given nodes (all when
+// none) wait before they are sent and after they returned, as a slow
+// network or a slow server would; the call still takes effect on the
+// server. Zero durations remove the rule. The test's own clients are not
+// delayed.
+func (c *Cluster) Delay(method string, before, after time.Duration, to ...*Node) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	targets := []string{""}
+	if len(to) > 0 {
+		targets = nil
+		for _, n := range to {
+			targets = append(targets, n.GRPCAddr)
+		}
+	}
+	for _, t := range targets {
+		c.delays = slices.DeleteFunc(c.delays, func(d delay) bool { return d.method == method && d.to == t })
+		if before > 0 || after > 0 {
+			c.delays = append(c.delays, delay{method: method, to: t, before: before, after: after})
+		}
+	}
+}
+
+// delayOf returns how long a call of method to target waits before and
+// after.
+func (c *Cluster) delayOf(method, target string) (before, after time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range c.delays {
+		if d.method == method && (d.to == "" || d.to == target) {
+			before, after = max(before, d.before), max(after, d.after)
+		}
+	}
+	return before, after
+}
+
+// hold waits d, or until ctx ends (then the call fails as a timed-out
+// one would).
+func hold(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return status.Errorf(codes.DeadlineExceeded, "delayed call: %v", ctx.Err())
 	}
 }
 
