@@ -32,7 +32,7 @@ func (n *Node) Promote(ctx context.Context) error {
 	if rec {
 		pctx, cancel := context.WithTimeout(ctx, n.cfg.PromoteTimeout+n.cfg.ProbeTimeout)
 		defer cancel()
-		conn, err := n.acquire(pctx)
+		conn, _, err := n.acquire(pctx)
 		if err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrPromoteFailed, n.cfg.DataDir, err)
 		}

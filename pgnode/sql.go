@@ -50,21 +50,31 @@ func closeConn(conn *pgx.Conn) {
 	_ = conn.Close(ctx)
 }
 
-// withConn runs f on a local connection bounded by ProbeTimeout: the idle
-// one kept from an earlier call when it still answers, else a new one. A
-// new connection costs a fork and a SCRAM handshake (tens of milliseconds
-// on a busy host), and probes, reloads and promotion sit on the failover
-// path and run every few hundred milliseconds on an idle node. f must not
-// leave session state behind (SET, an open transaction); use
-// withFreshConn for that.
+// withConn runs f on a local connection bounded by ProbeTimeout: one kept
+// from an earlier call, else a new one. A new connection costs a fork and
+// a SCRAM handshake (tens of milliseconds on a busy host), and probes,
+// reloads and promotion sit on the failover path and run every few
+// hundred milliseconds on an idle node. A kept session is not pinged
+// first (a round trip per call, as much as the probe itself): when it
+// turns out to have died with its server (restarted since), f runs once
+// more on a new connection, so f must be safe to repeat (every caller
+// reads, or sets a state idempotently). f must not leave session state
+// behind (SET, an open transaction); use withFreshConn for that.
 func (n *Node) withConn(ctx context.Context, f func(context.Context, *pgx.Conn) error) error {
 	ctx, cancel := context.WithTimeout(ctx, n.cfg.ProbeTimeout)
 	defer cancel()
-	conn, err := n.acquire(ctx)
+	conn, kept, err := n.acquire(ctx)
 	if err != nil {
 		return err
 	}
 	err = f(ctx, conn)
+	if err != nil && kept && conn.IsClosed() && ctx.Err() == nil {
+		closeConn(conn)
+		if conn, err = n.connect(ctx); err != nil {
+			return err
+		}
+		err = f(ctx, conn)
+	}
 	n.release(conn, err)
 	return err
 }
@@ -87,23 +97,23 @@ func (n *Node) withFreshConn(ctx context.Context, f func(context.Context, *pgx.C
 // paid a new backend on exactly the switchover's path.
 const maxIdle = 2
 
-// acquire takes a kept local connection if one still answers a ping (the
-// server may have restarted since), else opens a new one.
-func (n *Node) acquire(ctx context.Context) (*pgx.Conn, error) {
+// acquire takes a kept local connection (kept reports which), else opens
+// a new one.
+func (n *Node) acquire(ctx context.Context) (c *pgx.Conn, kept bool, err error) {
 	for {
 		n.connMu.Lock()
-		var c *pgx.Conn
+		c = nil
 		if k := len(n.idle); k > 0 {
 			c, n.idle = n.idle[k-1], n.idle[:k-1]
 		}
 		n.connMu.Unlock()
 		if c == nil {
-			return n.connect(ctx)
+			c, err = n.connect(ctx)
+			return c, false, err
 		}
-		if !c.IsClosed() && c.Ping(ctx) == nil {
-			return c, nil
+		if !c.IsClosed() {
+			return c, true, nil
 		}
-		closeConn(c)
 	}
 }
 

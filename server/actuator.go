@@ -74,6 +74,9 @@ type actuator struct {
 	// stuckSince is when this standby was first seen not streaming from
 	// the upstream it follows (zero while it streams; see diverge.go).
 	stuckSince time.Time
+	// streamingAt is when the probe loop last saw this standby streaming:
+	// a convergence round trusts it for a loop instead of probing again.
+	streamingAt time.Time
 	// pgSync is the synchronous standby list last set in PostgreSQL, and
 	// pgSyncLSN the WAL position read right after (see joinedSync).
 	pgSync    []string
@@ -162,6 +165,9 @@ func (a *actuator) probe(ctx context.Context) {
 	h := healthOf(info, st, a.pg.Process())
 	a.mu.Lock()
 	a.health = h
+	if st.Up && st.InRecovery && st.WALReceiver == "streaming" {
+		a.streamingAt = time.Now()
+	}
 	a.mu.Unlock()
 	if a.syncStandbyWentSilent(h) {
 		a.poke()

@@ -146,7 +146,7 @@ func TestActuator_UnverifiedDataDirIsNotTouched(t *testing.T) {
 	// must not block).
 	own := foreign
 	own.SystemIdentifier = 42
-	a, pg = actuatorOn(t, own, append(base, &pb.SetSystemID{SystemIdentifier: 42})...)
+	a, pg = actuatorOn(t, own, append(base, &pb.SetSystemID{SystemIdentifier: 42}, &pb.ExposePrimary{Epoch: 1})...)
 	if err := a.converge(ctx); err != nil {
 		t.Fatalf("converge of a former primary: %v", err)
 	}
@@ -171,6 +171,13 @@ func TestActuator_RejoinWaitsForThePromotion(t *testing.T) {
 		&pb.SetSystemID{SystemIdentifier: 42},
 		&pb.AssignPrimary{ExpectedEpoch: 1, MemberId: "n1", Timeline: 2, Reason: "failover", AtUnixMs: 3},
 	)
+	// A stopped former primary waits for the new one's exposure first.
+	if err := a.converge(context.Background()); err != nil || slices.Contains(pg.Calls(), "rewind") || slices.Contains(pg.Calls(), "start") {
+		t.Fatalf("before the exposure: converge %v, calls %v; want no rewind or start", err, pg.Calls())
+	}
+	if err := a.s.fsm.ApplyCommand(100, &pb.ExposePrimary{Epoch: 2}); err != nil {
+		t.Fatal(err)
+	}
 	pg.rewindErr = fmt.Errorf("rewind: %w", pgnode.ErrSourceInRecovery)
 	err := a.converge(context.Background())
 	if !errors.Is(err, pgnode.ErrSourceInRecovery) {

@@ -27,8 +27,13 @@ func (a *actuator) stuckGrace() time.Duration { return max(2*a.s.opts.Timing.Loo
 // rejoinIfDiverged rewinds a running standby of up that diverged from it.
 // It reports whether it did (or tried to).
 func (a *actuator) rejoinIfDiverged(ctx context.Context, p *pb.PrimaryAssignment, up pgnode.Upstream) (bool, error) {
-	st, err := a.pg.Probe(ctx)
-	streaming := err == nil && st.WALReceiver == "streaming"
+	a.mu.Lock()
+	streaming := !a.streamingAt.IsZero() && time.Since(a.streamingAt) < a.s.opts.Timing.LoopWait
+	a.mu.Unlock()
+	if !streaming {
+		st, err := a.pg.Probe(ctx)
+		streaming = err == nil && st.WALReceiver == "streaming"
+	}
 	a.mu.Lock()
 	if streaming || a.stuckSince.IsZero() {
 		a.stuckSince = time.Time{}
