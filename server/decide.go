@@ -31,6 +31,10 @@ type view struct {
 	// servers lists the IDs in the Raft configuration: bootstrap waits
 	// until each has registered as a member.
 	servers []string
+	// unanswered lists the members that did not answer this round's fresh
+	// probe: their last heartbeat may describe a server that is gone or
+	// hung, so they are not candidates this round.
+	unanswered map[string]bool
 }
 
 // decision is what the decider wants committed next, with why.
@@ -186,8 +190,8 @@ type candidate struct {
 }
 
 // candidates lists the members eligible for automatic promotion, best
-// first: eligible (not nofailover, not a witness, alive, a running
-// standby, on the newest timeline, within maximum_lag_on_failover), then
+// first: eligible (not nofailover, not a witness, alive and answering
+// the fresh probe when one was asked, a running standby, on the newest timeline, within maximum_lag_on_failover), then
 // recorded synchronous standbys in synchronous mode, then priority, then
 // LSN. why explains an empty list.
 func candidates(v view) (out []candidate, why string) {
@@ -219,6 +223,8 @@ func candidates(v view) (out []candidate, why string) {
 			continue
 		case m.Tags.GetNofailover() || m.Tags.GetFailoverPriority() <= 0:
 			reasons = append(reasons, m.Id+": nofailover")
+		case v.unanswered[m.Id]:
+			reasons = append(reasons, m.Id+": did not answer the fresh probe")
 		case !v.alive(m.Id) || h == nil:
 			reasons = append(reasons, m.Id+": agent not reporting")
 		case h.State != pb.PgState_PG_STATE_RUNNING || !h.InRecovery:

@@ -156,6 +156,13 @@ func TestDecide(t *testing.T) {
 			b.member("n3").Tags.FailoverPriority = 2
 		}), want{cmd: assign, member: "n3"}},
 		{"lowest id breaks ties", newVB().expired(), want{cmd: assign, member: "n2"}},
+		{"a candidate that did not answer the fresh probe is skipped", newVB().expired().with(func(b *vb) {
+			b.h("n2").WalLsn = baseLSN + 0x100 // its last heartbeat says it is ahead
+			b.v.unanswered = map[string]bool{"n2": true}
+		}), want{cmd: assign, member: "n3"}},
+		{"no candidate answered the fresh probe: wait", newVB().expired().with(func(b *vb) {
+			b.v.unanswered = map[string]bool{"n2": true, "n3": true}
+		}), want{wait: "did not answer the fresh probe"}},
 		{"recorded sync standby beats priority in sync mode", newVB().expired().with(func(b *vb) {
 			b.v.st.Config.SynchronousMode = pb.SynchronousMode_SYNCHRONOUS_MODE_ON
 			b.v.st.Sync = &pb.SyncState{Epoch: 3, Members: []string{"n3"}}

@@ -48,12 +48,12 @@ func (s *Server) raftServerIDs() []string {
 }
 
 // decideOnce runs one round of the decider: decide, fetch fresh state of
-// the candidates when a failover is due, decide again, and commit.
+// the candidates when a failover is due, decide again without those that
+// did not answer, and commit.
 func (s *Server) decideOnce(ctx context.Context, d *decider) {
 	dec := decide(s.currentView())
 	if dec.cmd == nil && len(dec.probe) > 0 {
-		s.probeMembers(ctx, dec.probe)
-		dec = decide(s.currentView())
+		dec = decide(s.probedView(ctx, dec.probe))
 		if dec.cmd == nil && len(dec.probe) > 0 {
 			// Waiting on a member's progress (a switchover candidate
 			// replaying the old primary's last WAL): look again soon
@@ -70,8 +70,13 @@ func (s *Server) decideOnce(ctx context.Context, d *decider) {
 	}
 	d.lastWait = ""
 	if len(dec.probe) > 0 {
-		s.probeMembers(ctx, dec.probe)
-		if dec = decide(s.currentView()); dec.cmd == nil {
+		// A failover waits (and retries next round) when no candidate
+		// answers.
+		if dec = decide(s.probedView(ctx, dec.probe)); dec.cmd == nil {
+			if dec.wait != "" {
+				s.log.Info("decider waiting", "why", dec.wait)
+			}
+			d.lastWait = dec.wait
 			return
 		}
 	}
@@ -95,14 +100,27 @@ func (s *Server) decideOnce(ctx context.Context, d *decider) {
 		"primary", st.Primary.GetMemberId(), "command", fsm.TypeOf(dec.cmd).String(), "index", index)
 }
 
+// probedView probes ids afresh and returns the view after it, in which
+// the members that did not answer are no candidates.
+func (s *Server) probedView(ctx context.Context, ids []string) view {
+	unanswered := s.probeMembers(ctx, ids)
+	v := s.currentView()
+	v.unanswered = unanswered
+	return v
+}
+
 // probeMembers asks members for a fresh probe of their PostgreSQL, in
-// parallel, each bounded by RetryTimeout, and records the answers.
-func (s *Server) probeMembers(ctx context.Context, ids []string) {
+// parallel, each bounded by RetryTimeout, and records the answers. It
+// returns the members that did not answer.
+func (s *Server) probeMembers(ctx context.Context, ids []string) map[string]bool {
 	st := s.fsm.State()
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	unanswered := map[string]bool{}
 	for _, id := range ids {
 		m := fsm.FindMember(st, id)
 		if m == nil || m.GrpcAddr == "" {
+			unanswered[id] = true
 			continue
 		}
 		wg.Add(1)
@@ -121,11 +139,15 @@ func (s *Server) probeMembers(ctx context.Context, ids []string) {
 				}
 			}
 			if err != nil {
-				s.log.Debug("fresh probe failed", "member", id, "err", err)
+				s.log.Info("fresh probe failed", "member", id, "err", err)
+				mu.Lock()
+				unanswered[id] = true
+				mu.Unlock()
 				return
 			}
 			s.contacts.report(id, h, time.Now())
 		}(id, m.GrpcAddr)
 	}
 	wg.Wait()
+	return unanswered
 }

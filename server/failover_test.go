@@ -733,3 +733,32 @@ func TestFailover_RejoinRecloneWhenRewindFails(t *testing.T) {
 		t.Fatalf("%s rejoined without being cloned again, although pg_rewind fails", old.ID)
 	}
 }
+
+// TestFailover_CandidateNotAnsweringTheFreshProbeIsSkipped: n2 ranks
+// first by its last heartbeat (higher failover_priority) but does not
+// answer the decider's fresh probe (a hung agent whose heartbeat is not
+// stale yet); the decider promotes n3, which answers, instead of acting
+// on n2's old report.
+func TestFailover_CandidateNotAnsweringTheFreshProbeIsSkipped(t *testing.T) {
+	f := newFO(t, func(o *server.Options) {
+		if o.NodeID == "n2" {
+			o.Tags = &pb.Tags{FailoverPriority: 2}
+		}
+	})
+	p := f.bootstrap()
+	if p.MemberId != "n1" {
+		t.Fatalf("first primary %s, want n1", p.MemberId)
+	}
+	// The leader probes itself without RPC: lead from n3.
+	f.moveLeader(func(l *servertest.Node) bool { return l.ID == "n3" })
+	f.c.Delay(pb.Admin_Probe_FullMethodName, tm.RetryTimeout+time.Second, 0, f.node("n2"))
+	old := f.node(p.MemberId)
+	f.c.Kill(old)
+	f.w.Crash(old.ID)
+	np := f.waitPrimary(p.Epoch+1, old.ID)
+	if np.MemberId != "n3" {
+		t.Fatalf("promoted %s, want n3 (n2 did not answer the fresh probe)", np.MemberId)
+	}
+	f.c.Delay(pb.Admin_Probe_FullMethodName, 0, 0, f.node("n2"))
+	f.waitStreaming(np.MemberId, "n2")
+}
