@@ -264,7 +264,6 @@ func (c *ctl) stateCmd(use, short string, run func(ctx context.Context, st *pb.C
 func (c *ctl) statusCmd() *cobra.Command {
 	return c.stateCmd("status", "Raft view of every member: role, term, leader, commit/applied index, last contact", func(ctx context.Context, st *pb.ClusterState) error {
 		var (
-			all     []proto.Message
 			leader  *pb.NodeStatus
 			byID    = map[string]*pb.NodeStatus{}
 			missing = map[string]error{}
@@ -276,13 +275,12 @@ func (c *ctl) statusCmd() *cobra.Command {
 				continue
 			}
 			byID[m.Id] = ns
-			all = append(all, ns)
 			if ns.RaftState == "Leader" {
 				leader = ns
 			}
 		}
 		if c.structured() {
-			return printList(c, all)
+			return c.printStatuses(st.Members, byID, missing)
 		}
 		contact := map[string]int64{}
 		if leader != nil {
@@ -305,6 +303,34 @@ func (c *ctl) statusCmd() *cobra.Command {
 		}
 		return w.Flush()
 	})
+}
+
+// unreachableStatus stands in `status -o json` for a member that did not
+// answer, so a script sees it with the reason instead of a shorter list.
+type unreachableStatus struct {
+	NodeID   string `json:"nodeId"`
+	GrpcAddr string `json:"grpcAddr"`
+	Error    string `json:"error"`
+}
+
+// printStatuses prints one entry per member, in member order: its status,
+// or an unreachableStatus.
+func (c *ctl) printStatuses(members []*pb.Member, byID map[string]*pb.NodeStatus, missing map[string]error) error {
+	items := make([]json.RawMessage, 0, len(members))
+	for _, m := range members {
+		var b []byte
+		var err error
+		if ns, ok := byID[m.Id]; ok {
+			b, err = protojson.MarshalOptions{EmitUnpopulated: true}.Marshal(ns)
+		} else {
+			b, err = json.Marshal(unreachableStatus{NodeID: m.Id, GrpcAddr: m.GrpcAddr, Error: status.Convert(missing[m.Id]).Message()})
+		}
+		if err != nil {
+			return err
+		}
+		items = append(items, b)
+	}
+	return c.printValue(items)
 }
 
 func (c *ctl) membersCmd() *cobra.Command {

@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // The test binary doubles as the pgquorum binary: with this variable set,
@@ -147,12 +150,18 @@ func (c *procCluster) endpoints() string {
 
 // ctl runs `pgquorum ctl` in-process and returns its output.
 func (c *procCluster) ctl(args ...string) (string, error) {
+	return c.ctlVia(context.Background(), c.endpoints(), args...)
+}
+
+// ctlVia runs `pgquorum ctl` in-process against the given endpoints, for
+// at most as long as ctx.
+func (c *procCluster) ctlVia(ctx context.Context, endpoints string, args ...string) (string, error) {
 	var out bytes.Buffer
 	root := rootCmd()
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs(append(append([]string{"ctl", "--endpoints", c.endpoints(), "--timeout", "2s"}, c.ctlFlags...), args...))
-	err := root.ExecuteContext(context.Background())
+	root.SetArgs(append(append([]string{"ctl", "--endpoints", endpoints, "--timeout", "2s"}, c.ctlFlags...), args...))
+	err := root.ExecuteContext(ctx)
 	return out.String(), err
 }
 
@@ -246,6 +255,105 @@ func TestProcesses_KillLeaderAndRestart(t *testing.T) {
 	if out, err := c.ctl("members", "remove", "n9"); err != nil {
 		t.Fatalf("remove n9: %v\n%s", err, out)
 	}
+}
+
+// TestProcesses_Ctl runs the admin client against three real processes:
+// a dead endpoint first in --endpoints is skipped, status shows the Raft
+// columns, watch streams JSON and stops after --count, and a member that
+// does not answer stays in `status -o json` with its error.
+func TestProcesses_Ctl(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts processes")
+	}
+	c := startProcCluster(t, 3)
+	eventually(t, 30*time.Second, "three members and a leader", func() bool {
+		out, err := c.ctl("members")
+		return err == nil && strings.Count(out, " voter ") == 3 && c.leader() != ""
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	dead := fmt.Sprintf("127.0.0.1:%d", freePort(t)) // nothing listens there
+
+	out, err := c.ctlVia(ctx, dead+","+c.nodes[1].grpc, "members")
+	if err != nil || strings.Count(out, " voter ") != 3 {
+		t.Fatalf("members via dead,live: err=%v\n%s", err, out)
+	}
+	if out, err := c.ctlVia(ctx, dead, "members"); err == nil || !strings.Contains(err.Error(), "no member answered") {
+		t.Fatalf("members via a dead endpoint only: err=%v\n%s", err, out)
+	}
+
+	out, err = c.ctl("status")
+	if err != nil {
+		t.Fatalf("status: %v\n%s", err, out)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if h := strings.Fields(lines[0]); strings.Join(h, " ") != "MEMBER RAFT TERM LEADER COMMIT APPLIED LAST CONTACT GRPC" {
+		t.Fatalf("status header %q", lines[0])
+	}
+	if len(lines) != 4 || !strings.Contains(out, "Leader") || strings.Count(out, "Follower") != 2 {
+		t.Fatalf("status rows:\n%s", out)
+	}
+
+	// watch: the first event is a snapshot; resuming from its index after
+	// a write gives the write's delta. --count ends each run.
+	out, err = c.ctlVia(ctx, dead+","+c.endpoints(), "watch", "-o", "json", "--count", "1")
+	if err != nil {
+		t.Fatalf("watch: %v\n%s", err, out)
+	}
+	first := parseEvent(t, out)
+	if first.GetSnapshot() == nil || first.Index == 0 {
+		t.Fatalf("first watch event is not a snapshot: %s", out)
+	}
+	if out, err := c.ctl("pause"); err != nil {
+		t.Fatalf("pause: %v\n%s", err, out)
+	}
+	out, err = c.ctlVia(ctx, c.endpoints(), "watch", "-o", "json", "--count", "1", "--from-index", fmt.Sprint(first.Index))
+	if err != nil {
+		t.Fatalf("watch from %d: %v\n%s", first.Index, err, out)
+	}
+	if ev := parseEvent(t, out); ev.GetDelta().Paused == nil || !*ev.GetDelta().Paused || ev.Index <= first.Index {
+		t.Fatalf("resumed watch event is not the pause: %s", out)
+	}
+	if out, err := c.ctlVia(ctx, dead, "watch", "--count", "1"); err == nil || !strings.Contains(err.Error(), "no member answered the watch") {
+		t.Fatalf("watch via a dead endpoint only: err=%v\n%s", err, out)
+	}
+
+	// A member that does not answer is listed with its error.
+	gone := c.nodes[2]
+	c.kill(gone, syscall.SIGTERM)
+	var entries []map[string]any
+	eventually(t, 30*time.Second, "status -o json to list "+gone.id+" with an error", func() bool {
+		out, err := c.ctl("status", "-o", "json")
+		if err != nil || json.Unmarshal([]byte(out), &entries) != nil || len(entries) != 3 {
+			return false
+		}
+		for _, e := range entries {
+			if e["nodeId"] == gone.id {
+				msg, _ := e["error"].(string)
+				return msg != "" && e["grpcAddr"] == gone.grpc
+			}
+		}
+		return false
+	})
+	for _, e := range entries {
+		if e["nodeId"] != gone.id && (e["error"] != nil || e["raftState"] == "") {
+			t.Fatalf("a live member's status entry: %v", e)
+		}
+	}
+}
+
+// parseEvent reads the one JSON watch event in out.
+func parseEvent(t *testing.T, out string) *pb.WatchEvent {
+	t.Helper()
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	if len(lines) != 1 {
+		t.Fatalf("want one event line, got %d:\n%s", len(lines), out)
+	}
+	ev := &pb.WatchEvent{}
+	if err := protojson.Unmarshal([]byte(lines[0]), ev); err != nil {
+		t.Fatalf("watch line is not a WatchEvent: %v\n%s", err, out)
+	}
+	return ev
 }
 
 // TestProcesses_RefusesBadStart checks that a node that cannot bind its
