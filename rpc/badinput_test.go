@@ -176,6 +176,27 @@ func TestBadInput_EveryAdminRPC(t *testing.T) {
 		{"SetConfig of an agent-owned parameter", setConfig(func(d *pb.DynamicConfig) {
 			d.PostgresParameters = map[string]string{"primary_conninfo": "host=evil"}
 		}), codes.InvalidArgument, []string{"postgresql.parameters.primary_conninfo"}},
+		{"SetConfig of hot_standby", setConfig(func(d *pb.DynamicConfig) {
+			d.PostgresParameters = map[string]string{"hot_standby": "off"}
+		}), codes.InvalidArgument, []string{"postgresql.parameters.hot_standby", "owned by the agent"}},
+		{"SetConfig of cluster_name in capitals", setConfig(func(d *pb.DynamicConfig) {
+			d.PostgresParameters = map[string]string{"CLUSTER_NAME": "other"}
+		}), codes.InvalidArgument, []string{"postgresql.parameters.CLUSTER_NAME", "owned by the agent"}},
+		{"SetConfig of Port", setConfig(func(d *pb.DynamicConfig) {
+			d.PostgresParameters = map[string]string{"Port": "5433"}
+		}), codes.InvalidArgument, []string{"postgresql.parameters.Port", "owned by the agent"}},
+		{"SetConfig with an include directive", setConfig(func(d *pb.DynamicConfig) {
+			d.PostgresParameters = map[string]string{"include_if_exists": "/etc/evil.conf"}
+		}), codes.InvalidArgument, []string{"postgresql.parameters.include_if_exists"}},
+		{"SetConfig with a name that is no parameter", setConfig(func(d *pb.DynamicConfig) {
+			d.PostgresParameters = map[string]string{"work mem": "8MB"}
+		}), codes.InvalidArgument, []string{"postgresql.parameters.work mem", "not a valid parameter name"}},
+		{"SetConfig with a newline in a value", setConfig(func(d *pb.DynamicConfig) {
+			d.PostgresParameters = map[string]string{"work_mem": "8MB\nport = 1"}
+		}), codes.InvalidArgument, []string{"postgresql.parameters.work_mem", "newline"}},
+		{"SetConfig naming a parameter twice", setConfig(func(d *pb.DynamicConfig) {
+			d.PostgresParameters = map[string]string{"work_mem": "8MB", "Work_Mem": "16MB"}
+		}), codes.InvalidArgument, []string{"Work_Mem and work_mem name the same parameter"}},
 		{"SetConfig from a stale version", func(ctx context.Context, cl pb.AdminClient) error {
 			st, err := cl.GetState(ctx, &pb.GetStateRequest{})
 			if err != nil {

@@ -4,12 +4,16 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 
+	"github.com/pgquorum/pgquorum/pgnode"
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 )
 
 // agentOwned are PostgreSQL parameters the agent sets itself; the dynamic
-// configuration may not override them.
+// configuration may not override them (in any case). pgnode refuses the
+// ones it writes and the include directives too (ValidateParameters).
 var agentOwned = map[string]bool{
 	"listen_addresses": true, "port": true, "cluster_name": true, "hot_standby": true,
 	"unix_socket_directories": true, "data_directory": true, "primary_conninfo": true,
@@ -37,9 +41,25 @@ func ValidateDynamicConfig(c *pb.DynamicConfig) error {
 	if c.PrimaryStartTimeoutMs < 0 {
 		bad("primary_start_timeout: %dms, must be >= 0", c.PrimaryStartTimeoutMs)
 	}
+	names := make([]string, 0, len(c.PostgresParameters))
 	for k := range c.PostgresParameters {
-		if agentOwned[k] {
+		names = append(names, k)
+	}
+	slices.Sort(names)
+	seen := map[string]string{}
+	for _, k := range names {
+		// PostgreSQL matches parameter names case-insensitively: so
+		// does the agent (pgnode writes them lower-cased).
+		lower := strings.ToLower(k)
+		if other, dup := seen[lower]; dup {
+			bad("postgresql.parameters: %s and %s name the same parameter", other, k)
+		}
+		seen[lower] = k
+		switch err := pgnode.ValidateParameters(map[string]string{k: c.PostgresParameters[k]}); {
+		case agentOwned[lower]:
 			bad("postgresql.parameters.%s: owned by the agent, cannot be set in the dynamic config", k)
+		case err != nil:
+			bad("postgresql.parameters.%s: %w", k, err)
 		}
 	}
 	if len(errs) > 0 {

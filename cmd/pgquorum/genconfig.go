@@ -459,7 +459,7 @@ func (o *genOptions) validate() error {
 				need = append(need, s.dir(s.secret(c), h))
 			}
 			dirs = append(dirs, filepath.Dir(s.dir(s.PGDataDir, h)))
-			for _, prog := range []string{"postgres", "initdb", "pg_ctl"} {
+			for _, prog := range config.RequiredPrograms {
 				need = append(need, filepath.Join(s.dir(s.PGBinDir, h), prog))
 			}
 		}

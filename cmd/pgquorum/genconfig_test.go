@@ -30,7 +30,7 @@ func stubBinDir(t *testing.T) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"postgres", "initdb", "pg_ctl"} {
+	for _, p := range config.RequiredPrograms {
 		if err := os.WriteFile(filepath.Join(dir, p), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}

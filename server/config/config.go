@@ -113,7 +113,7 @@ func (l Log) SlogLevel() slog.Level {
 
 // Postgres configures the local PostgreSQL of a node with role postgres.
 type Postgres struct {
-	BinDir               string            `mapstructure:"bin_dir" doc:"Directory of the PostgreSQL programs; must contain postgres, initdb and pg_ctl (role postgres)."`
+	BinDir               string            `mapstructure:"bin_dir" doc:"Directory of the PostgreSQL programs; must contain postgres, initdb, pg_basebackup, pg_rewind and pg_controldata (role postgres)."`
 	DataDir              string            `mapstructure:"data_dir" doc:"PostgreSQL data directory. Required for role postgres; its parent must exist; must not overlap data_dir."`
 	ListenAddresses      string            `mapstructure:"listen_addresses" doc:"PostgreSQL listen_addresses (comma-separated hosts)."`
 	ConnectAddress       string            `mapstructure:"connect_address" doc:"host:port other members and bouncers use to reach this PostgreSQL. Default: the first listen_addresses host and port; required when that host is * or unspecified."`
@@ -123,7 +123,7 @@ type Postgres struct {
 	Superuser            Credentials       `mapstructure:"superuser"`
 	Replication          Credentials       `mapstructure:"replication"`
 	Rewind               Credentials       `mapstructure:"rewind"`
-	Initdb               []string          `mapstructure:"initdb" doc:"Extra initdb arguments used when this node initialises a new cluster."`
+	Initdb               []string          `mapstructure:"initdb" doc:"initdb arguments used when this node initialises a new cluster. They replace the defaults: keep --data-checksums, or set parameters.wal_log_hints to on (pg_rewind needs one of them)."`
 	Parameters           map[string]string `mapstructure:"parameters" doc:"Local postgresql.conf overrides (names are case-insensitive and stored in lower case). Parameters pgquorum manages (port, listen_addresses, data_directory, unix_socket_directories, primary_conninfo, primary_slot_name, synchronous_standby_names) are refused."`
 	CreateReplicaCommand string            `mapstructure:"create_replica_command" doc:"Command that creates a replica's data directory instead of pg_basebackup. Empty = pg_basebackup."`
 }

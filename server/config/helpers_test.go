@@ -26,7 +26,7 @@ func newFixture(t *testing.T) fixture {
 			t.Fatal(err)
 		}
 	}
-	for _, p := range requiredPrograms {
+	for _, p := range RequiredPrograms {
 		if err := os.WriteFile(filepath.Join(f.bin, p), []byte("#!/bin/sh\n"), 0o755); err != nil {
 			t.Fatal(err)
 		}

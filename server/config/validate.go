@@ -212,13 +212,16 @@ func (c *Config) validateBootstrap(v *problems) {
 // managedParameters are set by pgquorum and cannot be overridden.
 var managedParameters = []string{
 	"data_directory", "listen_addresses", "port", "primary_conninfo", "primary_slot_name",
-	"synchronous_standby_names", "unix_socket_directories",
+	"synchronous_standby_names", "unix_socket_directories", "cluster_name", "hot_standby",
+	"recovery_target_timeline", "hba_file", "ident_file", "config_file", "include", "include_if_exists", "include_dir",
 }
 
 var parameterRE = regexp.MustCompile(`^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)?$`)
 
-// requiredPrograms must be in postgres.bin_dir.
-var requiredPrograms = []string{"postgres", "initdb", "pg_ctl"}
+// RequiredPrograms are the programs validation requires in
+// postgres.bin_dir: the ones pgnode runs (it starts postgres itself, not
+// through pg_ctl). Deployment helpers check for the same list.
+var RequiredPrograms = []string{"postgres", "initdb", "pg_basebackup", "pg_rewind", "pg_controldata"}
 
 func (c *Config) validatePostgres(v *problems) {
 	p := &c.Postgres
@@ -227,7 +230,7 @@ func (c *Config) validatePostgres(v *problems) {
 	} else if st, err := os.Stat(p.BinDir); err != nil || !st.IsDir() {
 		v.addf("postgres.bin_dir", "%q does not exist or is not a directory", p.BinDir)
 	} else {
-		for _, prog := range requiredPrograms {
+		for _, prog := range RequiredPrograms {
 			st, err := os.Stat(filepath.Join(p.BinDir, prog))
 			if err != nil || !st.Mode().IsRegular() || st.Mode().Perm()&0o111 == 0 {
 				v.addf("postgres.bin_dir", "%q has no executable %s", p.BinDir, prog)
@@ -259,6 +262,7 @@ func (c *Config) validatePostgres(v *problems) {
 	if p.OSUser == "" {
 		v.addf("postgres.os_user", "is required")
 	}
+	validateInitdb(v, p)
 	p.Superuser.validate(v, "postgres.superuser", true)
 	p.Replication.validate(v, "postgres.replication", true)
 	p.Rewind.validate(v, "postgres.rewind", true)
@@ -281,6 +285,23 @@ func (c *Config) validatePostgres(v *problems) {
 			v.addf("postgres.parameters", "%s is managed by pgquorum; set it through its own key or not at all", name)
 		}
 	}
+}
+
+// validateInitdb refuses an initdb list without data checksums unless
+// wal_log_hints is on in the node-local parameters: the list replaces the
+// defaults, so leaving out --data-checksums would silently turn checksums
+// off, and pg_rewind needs one or the other (docs/FACTS.md).
+func validateInitdb(v *problems, p *Postgres) {
+	if p.Initdb == nil || slices.ContainsFunc(p.Initdb, func(a string) bool { return a == "-k" || a == "--data-checksums" }) {
+		return
+	}
+	for name, value := range p.Parameters {
+		if strings.EqualFold(name, "wal_log_hints") && slices.Contains([]string{"on", "true", "yes", "1"}, strings.ToLower(strings.TrimSpace(value))) {
+			return
+		}
+	}
+	v.addf("postgres.initdb", "%q has no --data-checksums (-k): the list replaces the defaults, so checksums would be off; "+
+		"add --data-checksums, or set postgres.parameters.wal_log_hints: on to run without them (pg_rewind needs one of the two)", p.Initdb)
 }
 
 // Addr returns the host:port others use to reach this PostgreSQL:

@@ -100,6 +100,18 @@ func TestConfigValidate_Rules(t *testing.T) {
 		{"bin_dir missing", func(c *Config) { c.Postgres.BinDir = "/nope/bin" }, "postgres.bin_dir", []string{"does not exist"}},
 		{"bin_dir empty", func(c *Config) { c.Postgres.BinDir = "" }, "postgres.bin_dir", []string{"is required"}},
 		{"bin_dir without initdb", func(c *Config) { c.Postgres.BinDir = f.dir }, "postgres.bin_dir", []string{"no executable initdb"}},
+		{"bin_dir without pg_rewind", func(c *Config) { c.Postgres.BinDir = f.dir }, "postgres.bin_dir", []string{"no executable pg_rewind"}},
+		{"initdb without checksums", func(c *Config) { c.Postgres.Initdb = []string{"--encoding=UTF8"} }, "postgres.initdb", []string{"no --data-checksums", "wal_log_hints"}},
+		{"initdb empty", func(c *Config) { c.Postgres.Initdb = []string{} }, "postgres.initdb", []string{"no --data-checksums"}},
+		{"initdb with -k", func(c *Config) { c.Postgres.Initdb = []string{"-k", "--locale=C"} }, "", nil},
+		{"initdb without checksums, wal_log_hints on", func(c *Config) {
+			c.Postgres.Initdb = []string{"--locale=C"}
+			c.Postgres.Parameters = map[string]string{"Wal_Log_Hints": "on"}
+		}, "", nil},
+		{"initdb without checksums, wal_log_hints off", func(c *Config) {
+			c.Postgres.Initdb = []string{"--locale=C"}
+			c.Postgres.Parameters = map[string]string{"wal_log_hints": "off"}
+		}, "postgres.initdb", []string{"no --data-checksums"}},
 		{"postgres.data_dir missing", func(c *Config) { c.Postgres.DataDir = "" }, "postgres.data_dir", []string{"is required"}},
 		{"postgres.data_dir parent missing", func(c *Config) { c.Postgres.DataDir = "/nope/pg" }, "postgres.data_dir", []string{`parent "/nope" does not exist`}},
 		{"postgres.data_dir inside data_dir", func(c *Config) {
@@ -124,6 +136,8 @@ func TestConfigValidate_Rules(t *testing.T) {
 		{"password_file present", func(c *Config) { c.Postgres.Superuser.PasswordFile = pwFile }, "", nil},
 		{"managed parameter", func(c *Config) { c.Postgres.Parameters = map[string]string{"Port": "5433"} }, "postgres.parameters", []string{"Port is managed by pgquorum"}},
 		{"bad parameter name", func(c *Config) { c.Postgres.Parameters = map[string]string{"work mem": "1"} }, "postgres.parameters", []string{"not a parameter name"}},
+		{"include directive as a parameter", func(c *Config) { c.Postgres.Parameters = map[string]string{"include_dir": "conf.d"} }, "postgres.parameters", []string{"include_dir is managed by pgquorum"}},
+		{"hot_standby as a parameter", func(c *Config) { c.Postgres.Parameters = map[string]string{"hot_standby": "off"} }, "postgres.parameters", []string{"hot_standby is managed by pgquorum"}},
 		{"parameter twice in other case", func(c *Config) { c.Postgres.Parameters = map[string]string{"work_mem": "1", "Work_Mem": "2"} }, "postgres.parameters", []string{"Work_Mem and work_mem name the same parameter"}},
 		{"dotted parameter", func(c *Config) { c.Postgres.Parameters = map[string]string{"pg_stat_statements.max": "1000"} }, "", nil},
 		{"log.level", func(c *Config) { c.Log.Level = "trace" }, "log.level", []string{`"trace" is not one of debug|info|warn|error`}},
