@@ -96,7 +96,7 @@ func (s *Server) openRaftParts() (*raftParts, error) {
 	}
 	if err != nil {
 		p.close()
-		return nil, fmt.Errorf("cannot listen for raft on %s: %w", o.RaftBindAddr, err)
+		return nil, fmt.Errorf("raft.bind_addr: cannot listen on %s: %w", o.RaftBindAddr, err)
 	}
 	p.trans, p.closeT = trans, trans.Close
 	return p, nil

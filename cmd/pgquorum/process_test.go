@@ -388,6 +388,33 @@ func TestProcesses_RefusesBadStart(t *testing.T) {
 	if err == nil || !strings.Contains(out, "cannot listen") {
 		t.Fatalf("second n1: err=%v out=%s", err, out)
 	}
+	// Raft port taken: n1's raft.bind_addr with a free gRPC port and an
+	// empty data_dir, so that only the Raft listener clashes.
+	cfg, err := os.ReadFile(c.nodes[0].cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lines []string
+	raftAddr := ""
+	for _, l := range strings.Split(string(cfg), "\n") {
+		switch {
+		case strings.HasPrefix(l, "data_dir: "):
+			l = "data_dir: " + filepath.Join(t.TempDir(), "n1b")
+		case strings.HasPrefix(l, "grpc: "):
+			l = fmt.Sprintf(`grpc: {listen_addr: "127.0.0.1:%d"}`, freePort(t))
+		case strings.HasPrefix(l, "raft: "):
+			raftAddr = strings.TrimSuffix(strings.TrimPrefix(l, `raft: {bind_addr: "`), `"}`)
+		}
+		lines = append(lines, l)
+	}
+	busyRaft := filepath.Join(t.TempDir(), "busy-raft.yaml")
+	if err := os.WriteFile(busyRaft, []byte(strings.Join(lines, "\n")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err = run("serve", "--config", busyRaft)
+	if want := "raft.bind_addr: cannot listen on " + raftAddr; err == nil || raftAddr == "" || !strings.Contains(out, want) {
+		t.Fatalf("raft port taken: err=%v, want output with %q:\n%s", err, want, out)
+	}
 	// Data dir of another cluster.
 	c.kill(c.nodes[2], syscall.SIGTERM)
 	out, err = run("serve", "--config", c.nodes[2].cfg, "--cluster_name", "other")
