@@ -12,7 +12,7 @@ all: build
 build:
 	$(GO) build -o $(BIN) ./cmd/pgquorum
 
-## deps: install PostgreSQL 15, PgBouncer and protoc if missing (root, Debian)
+## deps: install what is missing (root, Debian packages): PostgreSQL 15, PgBouncer, protoc, iptables, iproute2, openssl (scripts/install-deps.sh)
 deps:
 	scripts/install-deps.sh
 

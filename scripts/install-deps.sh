@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # install-deps.sh — make sure this machine has what pgquorum's tests and demo
 # run: PostgreSQL 15 and PgBouncer from Debian's packages (plus iptables and
-# iproute2 for the fault tests, openssl for scripts/gen-certs.sh). Idempotent: installs only what is missing.
+# iproute2 for the fault tests, openssl for scripts/gen-certs.sh, protoc from
+# protobuf-compiler for `make proto`; its Go plugins come from `make tools`).
+# Idempotent: installs only what is missing.
 set -euo pipefail
 
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -12,9 +14,10 @@ command -v iptables >/dev/null 2>&1 || need+=(iptables)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v setpriv >/dev/null 2>&1 || need+=(util-linux)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "install-deps: PostgreSQL 15, PgBouncer and tools already present"
+  echo "install-deps: PostgreSQL 15, PgBouncer, protoc and tools already present"
 else
   if [ "$(id -u)" -ne 0 ]; then
     echo "install-deps: missing ${need[*]}; run as root (or: sudo apt-get install ${need[*]})" >&2
