@@ -762,3 +762,52 @@ func TestFailover_CandidateNotAnsweringTheFreshProbeIsSkipped(t *testing.T) {
 	f.c.Delay(pb.Admin_Probe_FullMethodName, 0, 0, f.node("n2"))
 	f.waitStreaming(np.MemberId, "n2")
 }
+
+// TestFailover_LeaseCountedFromTheRenewalsSend: the primary counts its
+// lease from when it sent the renewal that committed, not from when the
+// reply came (invariant 3). Replies to renewals are slowed down by more
+// than twice the safety margin, then the primary is cut off: a primary
+// that counted from the reply would fence itself that much later, after
+// the decider (which counts from when it stored the renewal) promoted
+// another member.
+func TestFailover_LeaseCountedFromTheRenewalsSend(t *testing.T) {
+	timing := servertest.Timing
+	timing.TTL, timing.RetryTimeout = 3*time.Second, 1500*time.Millisecond
+	f := newFO(t, func(o *server.Options) { o.Timing = timing })
+	p := f.bootstrap()
+	f.moveLeader(func(l *servertest.Node) bool { return l.ID != p.MemberId })
+	replyDelay := 2*timing.SafetyMargin + 800*time.Millisecond
+	f.c.Delay(pb.Admin_RenewLease_FullMethodName, 0, replyDelay)
+	// Cut the primary off right after a renewal sent with the delay in
+	// place committed (the second one from now: the first may have been
+	// sent before): the leader stored it, the primary hears of it
+	// replyDelay later.
+	l := f.leader()
+	seq := func() uint64 {
+		st, err := l.Srv.State(context.Background(), false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Primary.GetLeaseSeq()
+	}
+	seq0 := seq()
+	f.c.Eventually(failoverWait, "a renewal with a delayed reply", func() bool {
+		return seq() >= seq0+2 && l.Srv.LeaseAge() < timing.LoopWait
+	})
+	old := f.node(p.MemberId)
+	f.c.Partition(old)
+	// Replies in flight still come late; the new primary's own renewals
+	// (before it promotes) must not be slowed, or they would hide the
+	// difference.
+	f.c.Delay(pb.Admin_RenewLease_FullMethodName, 0, 0)
+	np := f.waitPrimary(p.Epoch+1, old.ID)
+	fenced := f.lastPeriod(old.ID)
+	promoted := f.lastPeriod(np.MemberId)
+	if fenced.ToSeq == 0 || fenced.ToSeq > promoted.FromSeq {
+		t.Fatalf("old primary %s stopped taking writes at %v, new primary %s took them from %v: the lease was counted from the reply",
+			old.ID, fenced.To.Format("15:04:05.000"), np.MemberId, promoted.From.Format("15:04:05.000"))
+	}
+	t.Logf("fenced %v before the promotion (reply delay %v)", promoted.From.Sub(fenced.To), replyDelay)
+	f.c.Heal()
+	f.waitStreaming(np.MemberId, old.ID)
+}
