@@ -60,4 +60,7 @@ var (
 	ErrPromoteFailed = errors.New("pgnode: promotion failed")
 	// ErrWriteProbe reports a write probe that failed or timed out.
 	ErrWriteProbe = errors.New("pgnode: write probe failed")
+	// ErrStopping reports a local connection not attempted because this
+	// Node is stopping the server.
+	ErrStopping = errors.New("pgnode: postgres is being stopped")
 )

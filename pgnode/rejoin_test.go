@@ -2,8 +2,10 @@ package pgnode
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -98,4 +100,24 @@ func TestNode_RewindAfterCleanSwitchoverSkipsPgRewind(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// TestNode_NoLocalConnectionWhileStopping: while the Node stops its
+// postmaster, local connections are not attempted (each would be a
+// rejected backend the postmaster waits for before it exits); once the
+// process is gone, or when it is not being stopped, they are.
+func TestNode_NoLocalConnectionWhileStopping(t *testing.T) {
+	n, err := New(testConfig(t, t.TempDir(), "s"), testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A live PID stands in for the postmaster being stopped.
+	n.proc = &process{pid: os.Getpid(), adopted: true, stopping: true}
+	if _, err := n.connect(testCtx(t)); !errors.Is(err, ErrStopping) {
+		t.Fatalf("connect while stopping: %v, want ErrStopping", err)
+	}
+	n.proc.stopping = false
+	if _, err := n.connect(testCtx(t)); errors.Is(err, ErrStopping) || err == nil {
+		t.Fatalf("connect to a server not being stopped (none listens): %v, want a connection error", err)
+	}
 }

@@ -16,7 +16,23 @@ import (
 // connect opens a connection to the local server through its Unix socket
 // as the superuser.
 func (n *Node) connect(ctx context.Context) (*pgx.Conn, error) {
+	if n.stoppingNow() {
+		return nil, fmt.Errorf("%w: %s", ErrStopping, n.cfg.DataDir)
+	}
 	return n.connectTo(ctx, n.cfg.SocketDir, n.cfg.Port, n.cfg.Superuser)
+}
+
+// stoppingNow reports a postmaster this Node asked to stop that has not
+// exited yet. A connection attempt then only gets "the database system is
+// shutting down", and the postmaster waits for that rejected backend
+// before it exits: on a switchover, every probe in that window made the
+// old primary's shutdown (and the write stall) longer.
+func (n *Node) stoppingNow() bool {
+	n.mu.Lock()
+	p := n.proc
+	stopping := p != nil && p.stopping
+	n.mu.Unlock()
+	return stopping && !p.exited()
 }
 
 // connectTo opens a connection to host:port (or a socket directory) with
