@@ -170,8 +170,10 @@ type statusJSON struct {
 	RaftState    string `json:"raftState"`
 	LeaderID     string `json:"leaderId"`
 	AppliedIndex string `json:"appliedIndex"`
+	Error        string `json:"error"`
 }
 
+// status returns the members that answered `ctl status`.
 func (c *procCluster) status() []statusJSON {
 	out, err := c.ctl("status", "-o", "json")
 	if err != nil {
@@ -181,8 +183,14 @@ func (c *procCluster) status() []statusJSON {
 	if !strings.HasPrefix(out, "[") {
 		out = "[" + out + "]"
 	}
+	var all []statusJSON
+	_ = json.Unmarshal([]byte(out), &all)
 	var st []statusJSON
-	_ = json.Unmarshal([]byte(out), &st)
+	for _, s := range all {
+		if s.Error == "" {
+			st = append(st, s)
+		}
+	}
 	return st
 }
 
