@@ -236,3 +236,57 @@ func TestSyncRep_OnModeNewPrimaryRecordsDegradedBeforeAsync(t *testing.T) {
 	}
 	f.checkAcked(np.MemberId)
 }
+
+// TestSyncRep_NodeCountTwo: with synchronous_node_count 2 and two
+// standbys, the primary waits for both (FIRST 2) and the FSM records
+// both, so writes are acknowledged only once both confirmed them.
+func TestSyncRep_NodeCountTwo(t *testing.T) {
+	cfg := server.DefaultDynamicConfig()
+	cfg.SynchronousMode = pb.SynchronousMode_SYNCHRONOUS_MODE_ON
+	cfg.SynchronousNodeCount = 2
+	f := newFO(t, func(o *server.Options) { o.InitialConfig = cfg })
+	p := f.bootstrap()
+	standbys := f.others(p.MemberId)
+	f.c.Eventually(failoverWait, fmt.Sprintf("%v recorded as synchronous standbys", standbys), func() bool {
+		s := f.state().Sync
+		return s.GetEpoch() == p.Epoch && !s.GetDegraded() && slices.Equal(s.GetMembers(), standbys)
+	})
+	f.c.Eventually(failoverWait, fmt.Sprintf("synchronous_standby_names = FIRST 2 %v", standbys), func() bool {
+		n, names := f.w.SyncNames(p.MemberId)
+		return n == 2 && slices.Equal(names, standbys)
+	})
+	since := time.Now()
+	f.c.Eventually(failoverWait, "writes acknowledged", func() bool { return len(f.acksAfter(since)) > 0 })
+	for _, a := range f.acksAfter(since) {
+		if got := slices.Sorted(slices.Values(a.Sync)); !slices.Equal(got, standbys) {
+			t.Fatalf("write %d acknowledged after confirmations by %v, want both %v", a.ID, a.Sync, standbys)
+		}
+	}
+}
+
+// TestSyncRep_SwitchingOffClearsTheRecord: switching synchronous_mode
+// from on to off empties the FSM's record of synchronous standbys (so
+// automatic promotion no longer prefers them) and
+// synchronous_standby_names on the primary, and writes are acknowledged
+// without waiting.
+func TestSyncRep_SwitchingOffClearsTheRecord(t *testing.T) {
+	f, p, _ := syncFO(t, pb.SynchronousMode_SYNCHRONOUS_MODE_ON)
+	cfg := f.state().Config
+	cfg.SynchronousMode = pb.SynchronousMode_SYNCHRONOUS_MODE_OFF
+	if _, err := f.leader().Srv.SetConfig(ctx(t), &pb.SetConfig{ExpectedVersion: cfg.Version, Config: cfg}); err != nil {
+		t.Fatalf("synchronous_mode off: %v", err)
+	}
+	f.c.Eventually(failoverWait, "the FSM's synchronous standbys cleared", func() bool {
+		s := f.state().Sync
+		return len(s.GetMembers()) == 0 && !s.GetDegraded()
+	})
+	f.c.Eventually(failoverWait, "synchronous_standby_names emptied", func() bool {
+		n, names := f.w.SyncNames(p.MemberId)
+		return n == 0 && len(names) == 0
+	})
+	since := time.Now()
+	f.c.Eventually(failoverWait, "writes acknowledged without a standby", func() bool {
+		acks := f.acksAfter(since)
+		return len(acks) > 0 && len(acks[len(acks)-1].Sync) == 0
+	})
+}
