@@ -811,3 +811,72 @@ func TestFailover_LeaseCountedFromTheRenewalsSend(t *testing.T) {
 	f.c.Heal()
 	f.waitStreaming(np.MemberId, old.ID)
 }
+
+// TestSwitchover_BestCandidate: a switchover that names no candidate is
+// carried through to the best one (here n3, the highest
+// failover_priority), with the old primary rejoining as its standby.
+func TestSwitchover_BestCandidate(t *testing.T) {
+	f := newFO(t, func(o *server.Options) {
+		if o.NodeID == "n3" {
+			o.Tags = &pb.Tags{FailoverPriority: 2}
+		}
+	})
+	p := f.bootstrap()
+	if p.MemberId != "n1" {
+		t.Fatalf("first primary %s, want n1", p.MemberId)
+	}
+	f.c.Eventually(failoverWait, "switchover accepted", func() bool {
+		_, err := f.leader().Srv.Switchover(ctx(t), &pb.SwitchoverRequest{})
+		if err != nil && !errors.Is(err, server.ErrPrecondition) && !errors.Is(err, server.ErrNotLeader) {
+			t.Fatalf("switchover: %v", err)
+		}
+		return err == nil
+	})
+	np := f.waitPrimary(p.Epoch+1, p.MemberId)
+	if np.MemberId != "n3" {
+		t.Fatalf("switched over to %s, want the best candidate n3", np.MemberId)
+	}
+	f.waitStreaming(np.MemberId, f.others(np.MemberId)...)
+	f.checkAcked(np.MemberId)
+	st := f.state()
+	if st.Switchover != nil {
+		t.Errorf("switchover still pending: %v", st.Switchover)
+	}
+	if h := st.History[len(st.History)-1]; h.OldMember != p.MemberId || h.NewMember != "n3" || !strings.Contains(h.Reason, "switchover") {
+		t.Errorf("history = %v", h)
+	}
+}
+
+// TestSwitchover_ScheduledFiresWhenDue: a switchover scheduled two
+// seconds ahead leaves the primary alone until then and is carried out
+// once due.
+func TestSwitchover_ScheduledFiresWhenDue(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	to := f.others(p.MemberId)[1]
+	var due time.Time
+	f.c.Eventually(failoverWait, "scheduled switchover accepted", func() bool {
+		due = time.Now().Add(2 * time.Second)
+		_, err := f.leader().Srv.Switchover(ctx(t), &pb.SwitchoverRequest{Candidate: to, ScheduledAtUnixMs: due.UnixMilli()})
+		if err != nil && !errors.Is(err, server.ErrPrecondition) && !errors.Is(err, server.ErrNotLeader) {
+			t.Fatalf("switchover: %v", err)
+		}
+		return err == nil
+	})
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for ; time.Now().Before(due.Add(-200 * time.Millisecond)); <-tick.C {
+		if st := f.state(); st.Primary.Epoch != p.Epoch || st.Primary.Released || st.Switchover.GetSteppingDown() || st.Switchover.GetDraining() {
+			t.Fatalf("switchover due at %v started early: primary %v, switchover %v", due.Format("15:04:05.000"), st.Primary, st.Switchover)
+		}
+	}
+	np := f.waitPrimary(p.Epoch+1, p.MemberId)
+	if np.MemberId != to {
+		t.Fatalf("switched over to %s, want %s", np.MemberId, to)
+	}
+	if promoted := f.lastPeriod(np.MemberId).From; promoted.Before(due) {
+		t.Fatalf("%s promoted at %v, before the switchover was due (%v)", to, promoted.Format("15:04:05.000"), due.Format("15:04:05.000"))
+	}
+	f.waitStreaming(np.MemberId, f.others(np.MemberId)...)
+	f.checkAcked(np.MemberId)
+}
