@@ -157,10 +157,40 @@ func TestCluster_RemoveLeader(t *testing.T) {
 }
 
 // TestCluster_RemovedMemberStaysRemoved: a member removed while its node
-// keeps running stays out of the Raft configuration and the FSM, because
-// its node's own registration is refused; only an explicit add (what
-// `ctl members add` sends) brings it back.
+// keeps running (or comes back with an empty data directory and a join
+// list) stays out of the Raft configuration and the FSM, because its
+// node's own registration is refused; only an explicit add (what `ctl
+// members add` sends) brings it back.
 func TestCluster_RemovedMemberStaysRemoved(t *testing.T) {
+	tests := []struct {
+		name  string
+		after func(t *testing.T, c *servertest.Cluster, gone *servertest.Node)
+	}{
+		{"keeps running", func(*testing.T, *servertest.Cluster, *servertest.Node) {}},
+		{"restarted empty with a join list", func(t *testing.T, c *servertest.Cluster, gone *servertest.Node) {
+			c.Kill(gone)
+			if err := os.RemoveAll(gone.DataDir); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.MkdirAll(gone.DataDir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			gone.Opts.InitialCluster = nil
+			gone.Opts.Join = nil
+			for _, n := range c.Nodes {
+				if n != gone {
+					gone.Opts.Join = append(gone.Opts.Join, n.GRPCAddr)
+				}
+			}
+			c.Start(gone)
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { testRemovedMemberStaysRemoved(t, tc.after) })
+	}
+}
+
+func testRemovedMemberStaysRemoved(t *testing.T, after func(*testing.T, *servertest.Cluster, *servertest.Node)) {
 	c := servertest.New(t, 3)
 	converged(t, c, 3)
 	leader := c.WaitLeader(wait)
@@ -168,6 +198,7 @@ func TestCluster_RemovedMemberStaysRemoved(t *testing.T) {
 	if _, err := c.Client(leader).RemoveMember(ctx(t), &pb.RemoveMemberRequest{Id: gone.ID}); err != nil {
 		t.Fatalf("remove %s: %v", gone.ID, err)
 	}
+	after(t, c, gone)
 	// out reports whether every other node has gone out of its Raft
 	// configuration and member list, with a tombstone in its place.
 	out := func() (bool, string) {

@@ -21,7 +21,7 @@ func (s *Server) nodeLoop(ctx context.Context) {
 	var removed removedNotice
 	for {
 		if !joined {
-			joined = s.tryBootstrapOrJoin(ctx)
+			joined = s.tryBootstrapOrJoin(ctx, &removed)
 		} else {
 			s.nodeTick(ctx, &removed)
 		}
@@ -35,7 +35,9 @@ func (s *Server) nodeLoop(ctx context.Context) {
 }
 
 // tryBootstrapOrJoin makes a node without Raft state part of a cluster.
-func (s *Server) tryBootstrapOrJoin(ctx context.Context) bool {
+// A node that an operator removed keeps asking (quietly) so that it joins
+// once `ctl members add` lets it back in.
+func (s *Server) tryBootstrapOrJoin(ctx context.Context, removed *removedNotice) bool {
 	if s.hasState() {
 		return true
 	}
@@ -55,9 +57,14 @@ func (s *Server) tryBootstrapOrJoin(ctx context.Context) bool {
 			s.fail(fmt.Errorf("join refused: %w", err))
 			return false
 		}
+		if errors.Is(err, fsm.ErrMemberRemoved) {
+			removed.note(s.log, true, err.Error())
+			return false
+		}
 		s.log.Warn("join failed, will retry", "err", err)
 		return false
 	}
+	removed.note(s.log, false, "")
 	return true
 }
 
@@ -103,7 +110,7 @@ type removedNotice struct{ removed bool }
 func (r *removedNotice) note(log *slog.Logger, removed bool, why string) {
 	switch {
 	case removed && !r.removed:
-		log.Error("this node was removed from the cluster by an operator; it keeps running but no longer registers itself; "+
+		log.Error("this node was removed from the cluster by an operator and may not come back by itself; it keeps running; "+
 			"to bring it back run `pgquorum ctl members add` for it, or stop it", "why", why)
 	case !removed && r.removed:
 		log.Info("this node was added back to the cluster")
