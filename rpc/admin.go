@@ -77,8 +77,14 @@ func (a *Admin) Status(context.Context, *pb.StatusRequest) (*pb.NodeStatus, erro
 	return a.srv.Status(), nil
 }
 
-// Join implements pb.AdminServer.
+// Join implements pb.AdminServer. Readmit (bringing back a removed
+// member) is for operators only.
 func (a *Admin) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
+	if req.GetReadmit() {
+		if err := authorizeReadmit(ctx); err != nil {
+			return nil, err
+		}
+	}
 	resp, err := a.srv.Join(ctx, req)
 	if err == nil {
 		return resp, nil

@@ -125,6 +125,18 @@ func authorize(ctx context.Context, method string) (context.Context, error) {
 	return context.WithValue(ctx, callerKey{}, c), nil
 }
 
+// authorizeReadmit checks that a Join with readmit comes from an operator:
+// a node may register itself, but only an admin may bring back a member
+// that was removed (`ctl members add`). Without TLS there is no caller to
+// check.
+func authorizeReadmit(ctx context.Context) error {
+	c, ok := CallerFrom(ctx)
+	if !ok || c.Roles.Has(mtls.RoleAdmin) {
+		return nil
+	}
+	return status.Errorf(codes.PermissionDenied, "%s may not readmit a removed member: it needs role %s", c, mtls.RoleAdmin)
+}
+
 // forwardedMetadata returns what a forwarding node tells the leader about
 // the caller of ctx (nothing without TLS).
 func forwardedMetadata(ctx context.Context) []string {

@@ -120,6 +120,42 @@ func TestAuth_RefusalNamesIdentityAndRole(t *testing.T) {
 	}
 }
 
+// TestAuth_ReadmitNeedsAdmin: a node may join, but only an operator may
+// bring back a removed member, also when a node forwards the call.
+func TestAuth_ReadmitNeedsAdmin(t *testing.T) {
+	ca := mtlstest.NewCA(t, "cluster")
+	node := ca.Issue(t, "n2", []string{mtls.OrgNode}).Leaf
+	admin := ca.Issue(t, "ada", []string{mtls.OrgAdmin}).Leaf
+	tests := []struct {
+		name    string
+		ctx     context.Context
+		allowed bool
+	}{
+		{"node", tlsCtx(node), false},
+		{"admin", tlsCtx(admin), true},
+		{"admin via a node", tlsCtx(node, forwardedIdentityKey, "ada", forwardedRolesKey, mtls.RoleAdmin.String()), true},
+		{"node via a node", tlsCtx(node, forwardedIdentityKey, "n3", forwardedRolesKey, mtls.RoleNode.String()), false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, err := authorize(tc.ctx, pb.Admin_Join_FullMethodName)
+			if err != nil {
+				t.Fatalf("join itself refused: %v", err)
+			}
+			err = authorizeReadmit(ctx)
+			if tc.allowed != (err == nil) {
+				t.Fatalf("readmit allowed=%v, want %v (err %v)", err == nil, tc.allowed, err)
+			}
+			if err != nil && (status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "needs role admin")) {
+				t.Fatalf("readmit refusal: %v", err)
+			}
+		})
+	}
+	if err := authorizeReadmit(context.Background()); err != nil {
+		t.Fatalf("without TLS there is no caller to refuse: %v", err)
+	}
+}
+
 func TestAuth_NoCertificate(t *testing.T) {
 	for name, ctx := range map[string]context.Context{
 		"no peer":      context.Background(),
