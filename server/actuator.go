@@ -65,6 +65,9 @@ type actuator struct {
 	infoGen uint64
 	// slots is the replication slot list last ensured on the primary.
 	slots []string
+	// standbySlotsEpoch is the epoch for which this standby last dropped
+	// the slots left from a time it was (about to be) primary.
+	standbySlotsEpoch uint64
 	// following is the upstream the running standby was last started
 	// (or re-pointed) to follow.
 	following pgnode.Upstream
@@ -392,6 +395,15 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 	}
 	a.clearCrash()
 	if status.InRecovery {
+		// The other members' slots go first: they re-point to this server
+		// when the assignment commits, and one whose slot is missing here
+		// fails and retries only after wal_retrieve_retry_interval (5 s),
+		// while in synchronous mode the new primary's writes wait for it.
+		// A standby may hold physical slots: they stream from this one
+		// (cascading) until the promotion and continue on its timeline.
+		if err := a.pg.EnsureSlots(ctx, a.slotNames(st)); err != nil {
+			a.log.Warn("replication slots before promotion", "err", err)
+		}
 		// The standby copied the old primary's synchronous_standby_names;
 		// choose what the new primary waits for before it takes writes.
 		// (Standbys keep it ready, see presetPromotionSync: usually a
@@ -530,6 +542,27 @@ func (a *actuator) markApplied(epoch uint64) {
 	}
 }
 
+// dropStandbySlots removes, once per epoch, the slots this standby still
+// holds from a time it was (or was about to become) the primary: a former
+// primary that rejoined without pg_rewind keeps its pg_replslot, a
+// candidate creates its peers' slots before it promotes, and a slot
+// retains WAL on a standby too, while nothing streams from a standby here.
+func (a *actuator) dropStandbySlots(ctx context.Context, epoch uint64) {
+	a.mu.Lock()
+	done := a.standbySlotsEpoch == epoch
+	a.mu.Unlock()
+	if done {
+		return
+	}
+	if err := a.pg.EnsureSlots(ctx, nil); err != nil {
+		a.log.Warn("dropping a standby's replication slots", "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.standbySlotsEpoch = epoch
+	a.mu.Unlock()
+}
+
 // slotNames lists a slot for every other PostgreSQL member.
 func (a *actuator) slotNames(st *pb.ClusterState) []string {
 	var out []string
@@ -626,6 +659,7 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 	}
 	a.markApplied(p.Epoch)
 	a.noteRole("replica")
+	a.dropStandbySlots(ctx, p.Epoch)
 	a.presetPromotionSync(ctx, st)
 	return a.applyParameters(ctx, st)
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -66,7 +67,9 @@ func (r *recordingPG) WriteProbe(context.Context, time.Duration) error  { return
 func (r *recordingPG) Diverged(context.Context, pgnode.Upstream) (bool, error) {
 	return r.diverged, r.rec("diverged?")
 }
-func (r *recordingPG) EnsureSlots(context.Context, []string) error { return r.rec("slots") }
+func (r *recordingPG) EnsureSlots(_ context.Context, names []string) error {
+	return r.rec("slots:" + strings.Join(names, ","))
+}
 func (r *recordingPG) SetSynchronousStandbys(context.Context, []string, int) error {
 	return r.rec("sync")
 }
@@ -274,5 +277,40 @@ func TestActuator_PrimaryStartedPastItsLeaseIsStopped(t *testing.T) {
 	calls := pg.Calls()
 	if i := slices.Index(calls, "start"); i < 0 || !slices.Contains(calls[i:], "stop") {
 		t.Fatalf("calls %v: want the start followed by a stop", calls)
+	}
+}
+
+// TestActuator_StandbyDropsLeftoverSlots: a standby drops the replication
+// slots it holds (left from a time it was, or was about to become, the
+// primary: they would retain WAL on it for good), once per epoch.
+func TestActuator_StandbyDropsLeftoverSlots(t *testing.T) {
+	standby := pgnode.DataDirInfo{
+		Path: "/data", Exists: true, Initialized: true, Version: "15", SystemIdentifier: 42,
+		ClusterState: "in archive recovery", Running: true, Standby: true, Timeline: 2, PostmasterPID: 7,
+	}
+	a, pg := actuatorOn(t, standby,
+		&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
+		&pb.UpsertMember{Member: member("n1")},
+		&pb.UpsertMember{Member: member("n3")},
+		&pb.AssignPrimary{MemberId: "n1", Timeline: 1, Reason: "bootstrap", AtUnixMs: 2},
+		&pb.SetSystemID{SystemIdentifier: 42},
+	)
+	pg.status = pgnode.Status{Up: true, InRecovery: true, WALReceiver: "streaming", Timeline: 2}
+	for range 3 {
+		if err := a.converge(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var drops int
+	for _, c := range pg.Calls() {
+		if strings.HasPrefix(c, "slots:") {
+			if c != "slots:" {
+				t.Fatalf("a standby ensured slots %q; want none kept", c)
+			}
+			drops++
+		}
+	}
+	if drops != 1 {
+		t.Fatalf("slots dropped %d times in one epoch (calls %v); want once", drops, pg.Calls())
 	}
 }

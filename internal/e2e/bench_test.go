@@ -203,7 +203,29 @@ func TestFailover_SyncModeKeepsAcknowledgedWrites(t *testing.T) {
 // switchover benchmark in the test suite: there and back, zero client
 // errors.
 func TestSwitchover_BothWaysThroughPgBouncer(t *testing.T) {
-	switchoverTrials(t, 2, "default")
+	c := switchoverTrials(t, 2, "default")
+	// Replication slots live on the primary only: a slot left on a
+	// standby (a former primary that rejoined without pg_rewind keeps its
+	// pg_replslot; a candidate creates its peers' slots before it
+	// promotes) would retain WAL there for good.
+	primary, _ := c.WaitHealthy(60 * time.Second)
+	ctx := testCtx(t)
+	e2e.Eventually(t, 60*time.Second, "slots on the primary only", func() error {
+		for _, id := range c.PostgresNodes() {
+			slots, err := c.QueryStrings(ctx, id, "SELECT slot_name::text FROM pg_replication_slots ORDER BY 1")
+			if err != nil {
+				return err
+			}
+			if want := 0; id == primary {
+				if len(slots) != len(c.PostgresNodes())-1 {
+					return fmt.Errorf("primary %s has slots %v", id, slots)
+				}
+			} else if len(slots) != want {
+				return fmt.Errorf("standby %s has slots %v", id, slots)
+			}
+		}
+		return nil
+	})
 }
 
 func failoverTrials(t *testing.T, trials int, profile string) {
@@ -290,7 +312,7 @@ func TestBenchSwitchover(t *testing.T) {
 	switchoverTrials(t, trials, profile)
 }
 
-func switchoverTrials(t *testing.T, trials int, profile string) {
+func switchoverTrials(t *testing.T, trials int, profile string) *e2e.Cluster {
 	c, dsn, port, pgbLog := benchSetup(t, profile)
 	ctx := testCtx(t)
 	exposedAt := watchExposures(t, ctx, c)
@@ -348,6 +370,7 @@ func switchoverTrials(t *testing.T, trials int, profile string) {
 	if errors > 0 {
 		t.Errorf("%d client errors during planned switchovers", errors)
 	}
+	return c
 }
 
 // watchExposures follows the Watch stream of every member and records, per
