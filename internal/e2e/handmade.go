@@ -35,10 +35,11 @@ func RunAsPostgres(t testing.TB, env []string, program string, args ...string) s
 
 // HandMadePrimary initializes and starts, by hand (initdb -k, pg_ctl), a
 // primary in node id's PostgreSQL data directory with the node's port and
-// socket directory, and creates the roles the node's config names with
-// the harness passwords (replication with REPLICATION, the rewind role
-// with the pg_rewind grants). The postmaster is pg_ctl's daemon; the
-// Cluster stops it by PID at the end like any other.
+// socket directory, as an operator commonly leaves one: local connections
+// by peer authentication, the superuser with the harness password, and no
+// replication or rewind role (the agent that adopts it makes them). The
+// postmaster is pg_ctl's daemon; the Cluster stops it by PID at the end
+// like any other.
 func (c *Cluster) HandMadePrimary(id string) {
 	t := c.t
 	t.Helper()
@@ -50,31 +51,24 @@ func (c *Cluster) HandMadePrimary(id string) {
 	}
 	pgtest.Chown(t, pw)
 	RunAsPostgres(t, nil, "initdb", "-D", n.PGDataDir, "-U", "postgres", "--pwfile="+pw, "--data-checksums", "--no-sync",
-		"--auth-local=scram-sha-256", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C")
+		"--auth-local=peer", "--auth-host=scram-sha-256", "--encoding=UTF8", "--locale=C")
 	_ = os.Remove(pw)
 	// The settings standbys must match (max_connections) as the managed
 	// nodes have them (see writeConfig).
 	c.appendConf(n, "fsync = off", "wal_keep_size = '256MB'", "listen_addresses = '127.0.0.1'", "max_connections = 40")
 	RunAsPostgres(t, nil, "pg_ctl", "-D", n.PGDataDir, "-l", n.PGDataDir+".log", "-w", "-t", "60", "start")
-	c.Psql(id, fmt.Sprintf("CREATE ROLE %s LOGIN REPLICATION PASSWORD '%s'", ReplicationUser, ReplicationPassword))
-	c.Psql(id, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", RewindUser, RewindPassword))
-	for _, fn := range []string{
-		"pg_catalog.pg_ls_dir(text, boolean, boolean)", "pg_catalog.pg_stat_file(text, boolean)",
-		"pg_catalog.pg_read_binary_file(text)", "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)",
-	} {
-		c.Psql(id, fmt.Sprintf("GRANT EXECUTE ON FUNCTION %s TO %s", fn, RewindUser))
-	}
 }
 
 // HandMadeStandby clones node id's data directory from node primary by
-// hand (pg_basebackup -R) and starts it with pg_ctl.
+// hand (pg_basebackup -R, as the superuser: the hand-made primary has no
+// replication role) and starts it with pg_ctl.
 func (c *Cluster) HandMadeStandby(id, primary string) {
 	t := c.t
 	t.Helper()
 	n, p := c.Node(id), c.Node(primary)
 	c.handMadeDirs(n)
-	RunAsPostgres(t, []string{"PGPASSWORD=" + ReplicationPassword}, "pg_basebackup", "-D", n.PGDataDir, "-R", "-X", "stream",
-		"-c", "fast", "-h", "127.0.0.1", "-p", strconv.Itoa(p.PGPort), "-U", ReplicationUser)
+	RunAsPostgres(t, []string{"PGPASSWORD=" + SuperuserPassword}, "pg_basebackup", "-D", n.PGDataDir, "-R", "-X", "stream",
+		"-c", "fast", "-h", "127.0.0.1", "-p", strconv.Itoa(p.PGPort), "-U", "postgres")
 	c.appendConf(n)
 	RunAsPostgres(t, nil, "pg_ctl", "-D", n.PGDataDir, "-l", n.PGDataDir+".log", "-w", "-t", "60", "start")
 }
