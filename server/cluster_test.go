@@ -256,6 +256,13 @@ func testRemovedMemberStaysRemoved(t *testing.T, after func(*testing.T, *servert
 		_, ok := raftServers(t, c.WaitLeader(wait))[gone.ID]
 		return ok
 	})
+	// Added back, the node registers its own record again (the add's
+	// record has no version).
+	c.Eventually(wait, "the node's own registration after the add", func() bool {
+		st, err := c.WaitLeader(wait).Srv.State(context.Background(), false)
+		m := fsm.FindMember(st, gone.ID)
+		return err == nil && m != nil && m.Version == gone.Opts.Version
+	})
 }
 
 func TestCluster_QuorumGuard(t *testing.T) {

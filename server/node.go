@@ -58,13 +58,13 @@ func (s *Server) tryBootstrapOrJoin(ctx context.Context, removed *removedNotice)
 			return false
 		}
 		if errors.Is(err, fsm.ErrMemberRemoved) {
-			removed.note(s.log, true, err.Error())
+			removed.note(s.log, true, 0, err.Error())
 			return false
 		}
 		s.log.Warn("join failed, will retry", "err", err)
 		return false
 	}
-	removed.note(s.log, false, "")
+	removed.note(s.log, false, 0, "")
 	return true
 }
 
@@ -104,10 +104,16 @@ func (s *Server) joinVia(ctx context.Context, addrs []string) error {
 // removedNotice remembers that an operator removed this node, so the node
 // loop says so once and stops registering itself until the node is added
 // back (docs/operations.md: a removed member does not come back by itself).
-type removedNotice struct{ removed bool }
+type removedNotice struct {
+	removed bool
+	// index is the applied index of this node's state when it learned it
+	// was removed: only a state newer than that can show it added back.
+	index uint64
+}
 
-// note records whether the node is removed and logs each change once.
-func (r *removedNotice) note(log *slog.Logger, removed bool, why string) {
+// note records whether the node is removed, as of the state at index, and
+// logs each change once.
+func (r *removedNotice) note(log *slog.Logger, removed bool, index uint64, why string) {
 	switch {
 	case removed && !r.removed:
 		log.Error("this node was removed from the cluster by an operator and may not come back by itself; it keeps running; "+
@@ -115,7 +121,7 @@ func (r *removedNotice) note(log *slog.Logger, removed bool, why string) {
 	case !removed && r.removed:
 		log.Info("this node was added back to the cluster")
 	}
-	r.removed = removed
+	r.removed, r.index = removed, index
 }
 
 // nodeTick is one round of the node loop once this node has Raft state.
@@ -127,17 +133,16 @@ func (s *Server) nodeTick(ctx context.Context, removed *removedNotice) {
 	}
 	self := fsm.FindMember(st, s.opts.NodeID)
 	if t := fsm.FindTombstone(st, s.opts.NodeID); t != nil {
-		removed.note(s.log, true, fmt.Sprintf("the cluster state holds its removal at index %d", t.Index))
+		removed.note(s.log, true, st.Index, fmt.Sprintf("the cluster state holds its removal at index %d", t.Index))
 		return
-	}
-	if self != nil {
-		// Present and not removed (again, after an explicit add).
-		removed.note(s.log, false, "")
 	}
 	if removed.removed {
-		// The leader refused our registration as removed, and our copy of
-		// the state has not shown an explicit add since.
-		return
+		if self == nil || st.Index <= removed.index {
+			// The leader refused our registration as removed, and our
+			// copy of the state has not shown an explicit add since.
+			return
+		}
+		removed.note(s.log, false, st.Index, "")
 	}
 	var health *pb.PostgresHealth
 	if s.act != nil {
@@ -159,7 +164,7 @@ func (s *Server) nodeTick(ctx context.Context, removed *removedNotice) {
 		err := s.joinVia(cctx, s.registrationTargets(st, leaderAddr))
 		switch {
 		case errors.Is(err, fsm.ErrMemberRemoved):
-			removed.note(s.log, true, err.Error())
+			removed.note(s.log, true, st.Index, err.Error())
 			return
 		case err != nil && !errors.Is(err, errNoTarget):
 			s.log.Warn("member registration failed", "err", err)
