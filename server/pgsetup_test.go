@@ -31,6 +31,32 @@ func TestAdopt_HandMadePrimaryGetsRoles(t *testing.T) {
 	}
 }
 
+// TestBootstrap_StartFailedAfterInitdbRolesOnRetry: the first primary's
+// initdb succeeds but its start fails, so Bootstrap made no roles; the
+// next rounds start the initialized directory as a primary through the
+// plain start path, and the agent still makes the roles the replicas
+// clone with.
+func TestBootstrap_StartFailedAfterInitdbRolesOnRetry(t *testing.T) {
+	w := servertest.NewWorld()
+	w.FailStart("n1", true)
+	c := servertest.New(t, 3, servertest.WithFakePostgres(w),
+		func(o *server.Options) { o.Tags = &pb.Tags{FailoverPriority: 1} })
+	f := &fo{t: t, c: c, w: w}
+	t.Cleanup(f.checkOneWriter)
+	c.Eventually(failoverWait, "n1's bootstrap ran initdb", func() bool {
+		return slices.ContainsFunc(w.Events(), func(e servertest.Event) bool { return e.Server == "n1" && e.What == "bootstrap" })
+	})
+	w.FailStart("n1", false)
+	p := f.waitPrimary(1, "")
+	if p.MemberId != "n1" {
+		t.Fatalf("primary is %s, want n1", p.MemberId)
+	}
+	f.waitStreaming("n1", "n2", "n3")
+	if !w.HasRoles("n1") {
+		t.Fatal("n1 has no replication and rewind roles")
+	}
+}
+
 // TestClone_FromClonefromMemberThenPrimary: a member whose data directory
 // is lost clones from the running standby tagged clonefrom, sparing the
 // primary; when that standby is down it clones from the primary.

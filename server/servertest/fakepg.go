@@ -631,6 +631,11 @@ func (f *FakePostgres) Bootstrap(ctx context.Context) (uint64, error) {
 	h.initialized, h.sysid, h.timeline, h.standby = true, f.w.nextSys, 1, false
 	f.w.nextSys++
 	f.w.event(f.id, "bootstrap")
+	if h.failStart {
+		// initdb ran; the start failed, so pgnode made no roles.
+		h.clean = true
+		return 0, fmt.Errorf("%w: %s: FATAL: could not write to file (fake)", pgnode.ErrStartFailed, f.id)
+	}
 	f.startLocked(h, "bootstrap")
 	h.roles = true
 	return h.sysid, nil
