@@ -216,8 +216,10 @@ func (n *Node) startRunning(ctx context.Context, info DataDirInfo, opts StartOpt
 		return err
 	}
 	if changed {
+		// Best effort: the reload through SQL below follows anyway once
+		// the agent can log in.
 		if err := syscall.Kill(info.PostmasterPID, syscall.SIGHUP); err != nil {
-			return fmt.Errorf("signal postmaster %d of %s to reload: %w", info.PostmasterPID, n.cfg.DataDir, err)
+			n.log.Warn("could not signal the postmaster to reload", "pid", info.PostmasterPID, "err", err)
 		}
 	}
 	if err := n.waitReady(ctx, n.currentProc()); err != nil {
