@@ -771,12 +771,14 @@ func TestFailover_CandidateNotAnsweringTheFreshProbeIsSkipped(t *testing.T) {
 // the decider (which counts from when it stored the renewal) promoted
 // another member.
 func TestFailover_LeaseCountedFromTheRenewalsSend(t *testing.T) {
+	// Renewals take replyDelay each: a ttl this long leaves room for the
+	// reply of every renewal before the primary's fence point.
 	timing := servertest.Timing
-	timing.TTL, timing.RetryTimeout = 3*time.Second, 1500*time.Millisecond
+	timing.TTL, timing.RetryTimeout = 6*time.Second, 2500*time.Millisecond
 	f := newFO(t, func(o *server.Options) { o.Timing = timing })
 	p := f.bootstrap()
 	f.moveLeader(func(l *servertest.Node) bool { return l.ID != p.MemberId })
-	replyDelay := 2*timing.SafetyMargin + 800*time.Millisecond
+	replyDelay := 10 * timing.SafetyMargin
 	f.c.Delay(pb.Admin_RenewLease_FullMethodName, 0, replyDelay)
 	// Cut the primary off right after a renewal sent with the delay in
 	// place committed (the second one from now: the first may have been
