@@ -224,7 +224,11 @@ func (n *Node) ensureRoles(ctx context.Context) error {
 	return n.withFreshConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
 		// Passwords go out as SCRAM verifiers (passwordLiteral); the
 		// session settings keep a clear-text fallback out of the server log.
-		for _, s := range []string{"SET log_statement = 'none'", "SET log_min_duration_statement = -1", "SET log_min_error_statement = 'panic'"} {
+		// synchronous_commit = local: in strict mode with no synchronous
+		// standby yet, the commits would wait for good (and a standby
+		// promoted later gets its own EnsureRoles).
+		for _, s := range []string{"SET log_statement = 'none'", "SET log_min_duration_statement = -1", "SET log_min_error_statement = 'panic'",
+			"SET synchronous_commit = 'local'"} {
 			if _, err := c.Exec(ctx, s); err != nil {
 				return err
 			}
