@@ -85,6 +85,10 @@ type actuator struct {
 	pgSync    []string
 	pgSyncSet bool
 	pgSyncLSN uint64
+	// pgSyncGen is infoGen when pgSync was set: pg_rewind and
+	// pg_basebackup copy the source's synchronous_standby_names, so after
+	// such an action pgSync no longer says what the files hold.
+	pgSyncGen uint64
 
 	wake chan struct{}
 	// requests carries operators' restarts, reloads and reinits to the

@@ -198,11 +198,12 @@ func eligibleSync(st *pb.ClusterState) []string {
 }
 
 // setPGSync sets synchronous_standby_names to FIRST count (names), or
-// empty.
+// empty. It skips the write when it set the same list last, unless an
+// action may have replaced the files since (see pgSyncGen).
 func (a *actuator) setPGSync(ctx context.Context, names []string, count int) error {
 	count = min(count, len(names))
 	a.mu.Lock()
-	same := a.pgSyncSet && slices.Equal(a.pgSync, names)
+	same := a.pgSyncSet && a.pgSyncGen == a.infoGen && slices.Equal(a.pgSync, names)
 	a.mu.Unlock()
 	if same {
 		return nil
@@ -220,7 +221,7 @@ func (a *actuator) setPGSync(ctx context.Context, names []string, count int) err
 		a.log.Warn("WAL position after setting synchronous_standby_names", "err", err)
 	}
 	a.mu.Lock()
-	a.pgSync, a.pgSyncSet, a.pgSyncLSN = slices.Clone(names), true, lsn
+	a.pgSync, a.pgSyncSet, a.pgSyncLSN, a.pgSyncGen = slices.Clone(names), true, lsn, a.infoGen
 	a.mu.Unlock()
 	a.log.Info("synchronous_standby_names set", "standbys", names, "lsn", pgnode.LSN(lsn))
 	return nil
