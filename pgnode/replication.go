@@ -100,7 +100,8 @@ func (n *Node) SetSynchronousStandbys(ctx context.Context, names []string, count
 	}
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
-	if _, err := n.writeSyncConf(value); err != nil {
+	changed, err := n.writeSyncConf(value)
+	if err != nil {
 		return err
 	}
 	if !n.running() {
@@ -108,6 +109,19 @@ func (n *Node) SetSynchronousStandbys(ctx context.Context, names []string, count
 	}
 	var got string
 	err = n.withConn(ctx, func(ctx context.Context, c *pgx.Conn) error {
+		// Reload only when the file changed or the server still runs with
+		// another value: a reload makes the postmaster and every backend
+		// re-read the configuration, and right after a promotion (when
+		// this is called with the value the standby already had) that
+		// delayed the new primary's first logins by tens of milliseconds.
+		if !changed {
+			if err := c.QueryRow(ctx, "SELECT current_setting('synchronous_standby_names')").Scan(&got); err != nil {
+				return fmt.Errorf("read synchronous_standby_names on %s: %w", n.cfg.DataDir, err)
+			}
+			if got == value {
+				return nil
+			}
+		}
 		if err := n.reloadOn(ctx, c); err != nil {
 			return err
 		}
