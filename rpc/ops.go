@@ -44,13 +44,13 @@ func (a *Admin) SetSync(ctx context.Context, req *pb.SetSync) (*pb.LeaseResponse
 }
 
 // Probe implements pb.AdminServer. It always answers for this node,
-// after a CHECKPOINT when asked (see server.Checkpoint).
+// after preparing a planned stop when asked (see server.PrepareStop).
 func (a *Admin) Probe(ctx context.Context, req *pb.ProbeRequest) (*pb.PostgresHealth, error) {
 	if req.GetCheckpoint() {
 		if c, ok := CallerFrom(ctx); ok && !c.Roles.Has(mtls.RoleNode) {
 			return nil, status.Errorf(codes.PermissionDenied, "%s may not ask for a checkpoint: it needs role node", c)
 		}
-		if err := a.srv.Checkpoint(ctx); err != nil {
+		if err := a.srv.PrepareStop(ctx); err != nil {
 			return nil, toStatus(err)
 		}
 	}

@@ -55,7 +55,7 @@ func (r *recordingPG) Start(context.Context, pgnode.StartOptions) error {
 }
 func (r *recordingPG) Stop(context.Context, pgnode.StopMode) error { return r.rec("stop") }
 func (r *recordingPG) Promote(context.Context) error               { return r.rec("promote") }
-func (r *recordingPG) Checkpoint(context.Context) error            { return r.rec("checkpoint") }
+func (r *recordingPG) PrepareStop(context.Context) error           { return r.rec("checkpoint") }
 func (r *recordingPG) Rewind(context.Context, pgnode.Upstream) error {
 	_ = r.rec("rewind")
 	return r.rewindErr

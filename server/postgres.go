@@ -19,8 +19,9 @@ type Postgres interface {
 	Start(ctx context.Context, opts pgnode.StartOptions) error
 	Stop(ctx context.Context, mode pgnode.StopMode) error
 	Promote(ctx context.Context) error
-	// Checkpoint runs CHECKPOINT on a running server.
-	Checkpoint(ctx context.Context) error
+	// PrepareStop readies a running primary for a fast shutdown soon
+	// (see pgnode.Node.PrepareStop).
+	PrepareStop(ctx context.Context) error
 	Rewind(ctx context.Context, up pgnode.Upstream) error
 	// Diverged reports a running standby that replayed past the point
 	// where up's timeline forked off its own.

@@ -9,21 +9,22 @@ import (
 	pb "github.com/pgquorum/pgquorum/proto/pgquorum/v1"
 )
 
-// A planned switchover stops the old primary with a fast shutdown, whose
-// shutdown checkpoint writes every dirty buffer while clients wait in
-// PgBouncer. Checkpointing once before the drain, while clients still
-// run, leaves the shutdown checkpoint only what was dirtied since.
+// A planned switchover stops the old primary with a fast shutdown while
+// clients wait in PgBouncer. What that shutdown would wait for is done
+// once before the drain, while clients still run (pgnode's PrepareStop):
+// a checkpoint, so the shutdown checkpoint has only what was dirtied
+// since, and the end of the logical replication launcher.
 
-// Checkpoint runs CHECKPOINT on this node's PostgreSQL; only the primary
-// of the committed state does.
-func (s *Server) Checkpoint(ctx context.Context) error {
+// PrepareStop readies this node's PostgreSQL for a fast shutdown soon;
+// only the primary of the committed state does.
+func (s *Server) PrepareStop(ctx context.Context) error {
 	if s.act == nil {
 		return fmt.Errorf("%w: node %s runs no PostgreSQL", ErrPrecondition, s.opts.NodeID)
 	}
 	if p := s.fsm.State().Primary.GetMemberId(); p != s.opts.NodeID {
 		return fmt.Errorf("%w: checkpoint: %s is not the primary (%q is)", ErrPrecondition, s.opts.NodeID, p)
 	}
-	return s.act.pg.Checkpoint(ctx)
+	return s.act.pg.PrepareStop(ctx)
 }
 
 // checkpointMember asks member id, the primary about to step down, to
@@ -35,7 +36,7 @@ func (s *Server) checkpointMember(ctx context.Context, id string) {
 	defer cancel()
 	var err error
 	if id == s.opts.NodeID {
-		err = s.Checkpoint(cctx)
+		err = s.PrepareStop(cctx)
 	} else if m := fsm.FindMember(s.fsm.State(), id); m == nil {
 		err = fmt.Errorf("%w: member %s", ErrNotFound, id)
 	} else {

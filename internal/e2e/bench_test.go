@@ -48,6 +48,16 @@ func benchSetup(t *testing.T, profile string) (*e2e.Cluster, string, map[string]
 		opts.Parameters = map[string]string{"log_min_messages": "log", "log_connections": "on",
 			"log_disconnections": "on", "log_line_prefix": "%m [%p] ", "log_checkpoints": "on"}
 	}
+	// PGQUORUMBENCH_PG adds PostgreSQL parameters ("k=v,k=v"), for
+	// trying a setting's effect on the figures.
+	for _, kv := range strings.Split(os.Getenv("PGQUORUMBENCH_PG"), ",") {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			if opts.Parameters == nil {
+				opts.Parameters = map[string]string{}
+			}
+			opts.Parameters[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
 	c := e2e.New(t, opts)
 	primary, _ := c.WaitHealthy(90 * time.Second)
 	ctx := testCtx(t)

@@ -749,8 +749,8 @@ func (f *FakePostgres) Diverged(ctx context.Context, up pgnode.Upstream) (bool, 
 	return false, nil
 }
 
-// Checkpoint implements server.Postgres.
-func (f *FakePostgres) Checkpoint(ctx context.Context) error {
+// PrepareStop implements server.Postgres (it records "checkpoint").
+func (f *FakePostgres) PrepareStop(ctx context.Context) error {
 	h := f.lock()
 	defer f.unlock()
 	if !h.running {

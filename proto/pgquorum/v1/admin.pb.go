@@ -1502,10 +1502,11 @@ func (x *PostgresHealth) GetPendingRestartParams() []string {
 
 type ProbeRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// checkpoint asks a primary to run CHECKPOINT before it answers. The
-	// leader asks it of the old primary before a switchover drains clients,
-	// so the shutdown checkpoint that follows, while clients wait, has
-	// little left to write.
+	// checkpoint asks a primary to prepare for a fast shutdown soon before it
+	// answers (CHECKPOINT, and the end of the logical replication launcher).
+	// The leader asks it of the old primary before a switchover drains
+	// clients, so the shutdown that follows, while clients wait, has little
+	// left to do.
 	Checkpoint    bool `protobuf:"varint,1,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
