@@ -87,7 +87,7 @@ type HTTP struct {
 // node that already has Raft state ignores it.
 type Bootstrap struct {
 	InitialCluster []string `mapstructure:"initial_cluster" doc:"The founding voters as id=raft_host:port. Must contain node_id unless bootstrap.join is set; IDs and addresses unique. Excludes bootstrap.expect."`
-	Expect         int      `mapstructure:"expect" doc:"Bootstrap-expect: wait until this many voters have found each other through bootstrap.join (their gRPC addresses), then bootstrap. 0 = off. Excludes bootstrap.initial_cluster."`
+	Expect         int      `mapstructure:"expect" doc:"Bootstrap-expect: wait until exactly this many voters of this cluster have found each other through bootstrap.join (their gRPC addresses), then bootstrap. 0 = off. Excludes bootstrap.initial_cluster."`
 	Join           []string `mapstructure:"join" doc:"gRPC host:port addresses of existing members to join through (or, with bootstrap.expect, of the peers to discover)."`
 }
 
