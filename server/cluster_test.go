@@ -543,3 +543,40 @@ func TestServer_CorruptRaftStoreRefusedUntouched(t *testing.T) {
 		t.Fatal("the corrupt raft store was modified")
 	}
 }
+
+// TestCluster_InterruptedRemovalIsFinished: an operator's removal whose
+// tombstone committed but whose Raft removal never happened (the leader
+// died in between) leaves the server a voter. The leader finishes the
+// removal after a grace (a readmit passes through that state for a
+// moment); when the removed server itself is elected, it hands the
+// leadership over instead of leading without a member record.
+func TestCluster_InterruptedRemovalIsFinished(t *testing.T) {
+	for _, removeLeader := range []bool{false, true} {
+		t.Run(map[bool]string{false: "a follower", true: "the leader"}[removeLeader], func(t *testing.T) {
+			c := servertest.New(t, 3)
+			converged(t, c, 3)
+			leader := c.WaitLeader(wait)
+			gone := c.Followers()[0]
+			if removeLeader {
+				gone = leader
+			}
+			if err := leader.Srv.ProposeForTest(ctx(t), &pb.RemoveMember{Id: gone.ID, Tombstone: true}); err != nil {
+				t.Fatal(err)
+			}
+			c.Eventually(wait, gone.ID+" out of every Raft configuration", func() bool {
+				for _, n := range c.Nodes {
+					if n == gone || !n.Running() {
+						continue
+					}
+					if _, in := raftServers(t, n)[gone.ID]; in {
+						return false
+					}
+				}
+				return true
+			})
+			if l := c.WaitLeader(wait); l == gone {
+				t.Fatalf("the removed member %s still leads", gone.ID)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/google/uuid"
@@ -73,6 +74,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 	defer func() { sub.Close() }()
 	established := false
 	d := &decider{}
+	stale := map[string]time.Time{} // see reconcile
 	for {
 		if !established {
 			if err := s.raft.Barrier(s.opts.Timing.RetryTimeout * 5).Error(); err != nil {
@@ -84,7 +86,7 @@ func (s *Server) leaderLoop(ctx context.Context) {
 			}
 		}
 		if established {
-			s.reconcile(ctx)
+			s.reconcile(ctx, stale, time.Now())
 			s.decideOnce(ctx, d)
 		}
 		select {
@@ -115,6 +117,16 @@ func (s *Server) establish(ctx context.Context) error {
 		}
 		s.log.Info("cluster initialized", "cluster", s.opts.ClusterName, "uuid", cmd.Uuid)
 	}
+	if fsm.FindTombstone(st, s.opts.NodeID) != nil {
+		// An operator removed this node, but the removal was interrupted
+		// before Raft dropped it, and it was elected: it may not register
+		// itself again, so it cannot lead. Another voter takes over and
+		// finishes the removal (reconcile).
+		if err := s.raft.LeadershipTransfer().Error(); err != nil {
+			s.log.Warn("removed member leads; leadership transfer failed", "err", err)
+		}
+		return fmt.Errorf("%w: %s was removed from the cluster; handing leadership over", ErrPrecondition, s.opts.NodeID)
+	}
 	return s.registerSelfLocally(ctx)
 }
 
@@ -140,19 +152,58 @@ func sameMember(a, b *pb.Member) bool {
 	return proto.Equal(a, b)
 }
 
-// reconcile brings the FSM's member list in line with the Raft
-// configuration: a member that Raft no longer has (its removal was
-// interrupted half way) is dropped from the FSM too.
-func (s *Server) reconcile(ctx context.Context) {
+// reconcile brings the FSM's member list and the Raft configuration in
+// line after an operator's removal was interrupted half way: a member that
+// Raft no longer has is dropped from the FSM too, and a server that Raft
+// still has although its removal committed (its tombstone) is removed from
+// Raft. A readmit (ctl members add) adds the server to Raft a moment before
+// it clears the tombstone, so only a server seen in that state for more
+// than staleVoterGrace is removed; stale holds when each was first seen
+// (leader memory, like every health timer).
+func (s *Server) reconcile(ctx context.Context, stale map[string]time.Time, now time.Time) {
 	cf := s.raft.GetConfiguration()
 	if cf.Error() != nil {
 		return
 	}
+	st := s.fsm.State()
 	inRaft := map[string]bool{}
 	for _, srv := range cf.Configuration().Servers {
-		inRaft[string(srv.ID)] = true
+		id := string(srv.ID)
+		inRaft[id] = true
+		if fsm.FindTombstone(st, id) == nil {
+			delete(stale, id)
+			continue
+		}
+		since, seen := stale[id]
+		if !seen {
+			stale[id] = now
+			continue
+		}
+		if now.Sub(since) < staleVoterGrace(s.opts.Timing.LoopWait) {
+			continue
+		}
+		if id == s.opts.NodeID {
+			// This leader itself was removed (see establish); a removal
+			// of itself through RemoveMember would have stepped it down
+			// by now. Hand over: the next leader finishes the removal.
+			s.log.Info("reconcile: this member was removed; handing leadership over")
+			if err := s.raft.LeadershipTransfer().Error(); err != nil {
+				s.log.Warn("removed member leads; leadership transfer failed", "err", err)
+			}
+			return
+		}
+		s.log.Info("reconcile: finishing an interrupted removal", "member", id)
+		if err := s.raft.RemoveServer(srv.ID, 0, s.opts.Timing.RetryTimeout).Error(); err != nil {
+			s.log.Warn("reconcile: remove server", "member", id, "err", err)
+			continue
+		}
+		delete(stale, id)
 	}
-	st := s.fsm.State()
+	for id := range stale {
+		if !inRaft[id] {
+			delete(stale, id)
+		}
+	}
 	for _, m := range st.Members {
 		if !inRaft[m.Id] && m.Id != st.Primary.GetMemberId() {
 			if _, err := s.propose(ctx, &pb.RemoveMember{Id: m.Id}); err != nil {
@@ -160,6 +211,13 @@ func (s *Server) reconcile(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// staleVoterGrace is how long reconcile leaves a tombstoned server in the
+// Raft configuration before it finishes the removal: far longer than a
+// readmit's two steps take.
+func staleVoterGrace(loopWait time.Duration) time.Duration {
+	return max(10*loopWait, 5*time.Second)
 }
 
 // DefaultDynamicConfig is the dynamic configuration of a new cluster.
