@@ -882,3 +882,39 @@ func TestSwitchover_ScheduledFiresWhenDue(t *testing.T) {
 	f.waitStreaming(np.MemberId, f.others(np.MemberId)...)
 	f.checkAcked(np.MemberId)
 }
+
+// TestFailover_ManualRefusesAnUnansweringCandidate: an operator's failover
+// to a candidate that does not answer the fresh probe is refused (its last
+// heartbeat may describe a hung or dead agent), and accepted once it
+// answers again.
+func TestFailover_ManualRefusesAnUnansweringCandidate(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	if p.MemberId != "n1" {
+		t.Fatalf("first primary %s, want n1", p.MemberId)
+	}
+	// The leader probes itself without RPC: lead from n3, fail over to n2.
+	f.moveLeader(func(l *servertest.Node) bool { return l.ID == "n3" })
+	l := f.leader()
+	if _, err := l.Srv.SetPaused(ctx(t), true); err != nil {
+		t.Fatal(err)
+	}
+	old := f.node(p.MemberId)
+	f.c.Kill(old)
+	f.w.Crash(old.ID)
+	f.c.Eventually(failoverWait, "the lease to run out on the leader", func() bool {
+		return l.Srv.LeaseAge() > tm.TTL+tm.SafetyMargin
+	})
+	f.c.Delay(pb.Admin_Probe_FullMethodName, tm.RetryTimeout+time.Second, 0, f.node("n2"))
+	_, err := l.Srv.Failover(ctx(t), &pb.FailoverRequest{Candidate: "n2"})
+	if !errors.Is(err, server.ErrPrecondition) || !strings.Contains(err.Error(), "did not answer") {
+		t.Fatalf("failover to a candidate that does not answer: %v, want ErrPrecondition (did not answer)", err)
+	}
+	f.c.Delay(pb.Admin_Probe_FullMethodName, 0, 0, f.node("n2"))
+	if _, err := l.Srv.Failover(ctx(t), &pb.FailoverRequest{Candidate: "n2"}); err != nil {
+		t.Fatalf("failover once n2 answers: %v", err)
+	}
+	if np := f.waitPrimary(p.Epoch+1, old.ID); np.MemberId != "n2" {
+		t.Fatalf("promoted %s, want n2", np.MemberId)
+	}
+}

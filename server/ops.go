@@ -108,8 +108,7 @@ func (s *Server) Switchover(ctx context.Context, req *pb.SwitchoverRequest) (*pb
 	if req.Candidate != "" {
 		probe = []string{p.MemberId, req.Candidate}
 	}
-	s.probeMembers(ctx, probe)
-	v = s.currentView()
+	v = s.probedView(ctx, probe) // a candidate that does not answer is refused
 	if err := checkCandidate(v, req.Candidate); err != nil {
 		return nil, err
 	}
@@ -162,8 +161,7 @@ func (s *Server) Failover(ctx context.Context, req *pb.FailoverRequest) (*pb.Swi
 	if st.Primary.GetMemberId() != "" && !v.leaseExpired() {
 		return nil, fmt.Errorf("%w: the primary %s holds a valid lease; use switchover", ErrPrecondition, st.Primary.MemberId)
 	}
-	s.probeMembers(ctx, []string{req.Candidate})
-	v = s.currentView()
+	v = s.probedView(ctx, []string{req.Candidate}) // refused if it does not answer
 	if err := checkCandidate(v, req.Candidate); err != nil {
 		return nil, err
 	}
