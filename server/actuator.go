@@ -77,6 +77,8 @@ type actuator struct {
 	// stuckSince is when this standby was first seen not streaming from
 	// the upstream it follows (zero while it streams; see diverge.go).
 	stuckSince time.Time
+	// healthAt is when health was probed.
+	healthAt time.Time
 	// streamingAt is when the probe loop last saw this standby streaming:
 	// a convergence round trusts it for a loop instead of probing again.
 	streamingAt time.Time
@@ -125,6 +127,9 @@ func (a *actuator) Health() *pb.PostgresHealth {
 	}
 	h := proto.Clone(a.health).(*pb.PostgresHealth)
 	h.AppliedEpoch = a.appliedEpoch
+	if !a.healthAt.IsZero() {
+		h.ProbeAgeMs = time.Since(a.healthAt).Milliseconds()
+	}
 	if a.phase != pb.PgState_PG_STATE_UNKNOWN {
 		h.State = a.phase
 	}
@@ -170,8 +175,11 @@ func (a *actuator) probe(ctx context.Context) {
 		a.keepInfo(info, gen)
 	}
 	h := healthOf(info, st, a.pg.Process())
+	if st.WALReceiver == "streaming" {
+		h.Upstream = memberAt(a.s.fsm.State(), st.UpstreamHost, st.UpstreamPort)
+	}
 	a.mu.Lock()
-	a.health = h
+	a.health, a.healthAt = h, time.Now()
 	if st.Up && st.InRecovery && st.WALReceiver == "streaming" {
 		a.streamingAt = time.Now()
 	}

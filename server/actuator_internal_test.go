@@ -314,3 +314,28 @@ func TestActuator_StandbyDropsLeftoverSlots(t *testing.T) {
 		t.Fatalf("slots dropped %d times in one epoch (calls %v); want once", drops, pg.Calls())
 	}
 }
+
+// TestActuator_HealthNamesUpstreamAndAge: a streaming standby's health
+// names the member it streams from, and every health says how old its
+// probe is.
+func TestActuator_HealthNamesUpstreamAndAge(t *testing.T) {
+	standby := pgnode.DataDirInfo{
+		Path: "/data", Exists: true, Initialized: true, Version: "15", SystemIdentifier: 42,
+		ClusterState: "in archive recovery", Running: true, Standby: true, Timeline: 1, PostmasterPID: 7,
+	}
+	a, pg := actuatorOn(t, standby,
+		&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
+		&pb.UpsertMember{Member: member("n1")},
+		&pb.UpsertMember{Member: member("n3")},
+	)
+	pg.status = pgnode.Status{Up: true, InRecovery: true, WALReceiver: "streaming", Timeline: 1,
+		UpstreamHost: "127.0.0.1", UpstreamPort: 5432}
+	a.probe(context.Background())
+	h := a.Health()
+	if h.GetUpstream() != "n1" || h.GetProbeAgeMs() < 0 || h.GetProbeAgeMs() > 10_000 {
+		t.Fatalf("health upstream %q, probe age %d ms; want n1 and a fresh age", h.GetUpstream(), h.GetProbeAgeMs())
+	}
+	if got := memberAt(a.s.fsm.State(), "127.0.0.1", 5999); got != "" {
+		t.Fatalf("memberAt on a port no member has: %q", got)
+	}
+}

@@ -116,6 +116,6 @@ func (a *actuator) probePromoted(ctx context.Context, before pgnode.DataDirInfo)
 	st, _ := a.pg.Probe(ctx)
 	h := healthOf(before, st, a.pg.Process())
 	a.mu.Lock()
-	a.health = h
+	a.health, a.healthAt = h, time.Now()
 	a.mu.Unlock()
 }

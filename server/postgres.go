@@ -109,3 +109,18 @@ func healthOf(info pgnode.DataDirInfo, st pgnode.Status, proc pgnode.ProcessInfo
 	}
 	return h
 }
+
+// memberAt names the member whose PostgreSQL listens on host:port (the
+// WAL receiver's sender), or "" when none does.
+func memberAt(st *pb.ClusterState, host string, port int) string {
+	if host == "" || port == 0 {
+		return ""
+	}
+	addr := net.JoinHostPort(host, strconv.Itoa(port))
+	for _, m := range st.GetMembers() {
+		if m.PgAddr == addr {
+			return m.Id
+		}
+	}
+	return ""
+}
