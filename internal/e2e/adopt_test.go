@@ -3,6 +3,7 @@ package e2e_test
 import (
 	"fmt"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,11 +17,33 @@ import (
 // hand-made primary becomes the cluster's primary with its data and its
 // postmaster untouched, the standby stays a standby, the third node clones.
 func TestAdopt_HandMadePair(t *testing.T) {
+	testAdoptHandMadePair(t, false)
+}
+
+// TestAdopt_HandMadePairPrimaryStopped: the same with the hand-made
+// primary shut down cleanly before any agent runs: its agent starts it as
+// the cluster's primary, with its data.
+func TestAdopt_HandMadePairPrimaryStopped(t *testing.T) {
+	testAdoptHandMadePair(t, true)
+}
+
+func testAdoptHandMadePair(t *testing.T, stopPrimary bool) {
 	c := e2e.New(t, e2e.Options{DeferStart: true})
 	c.HandMadePrimary("n1")
 	c.Psql("n1", "CREATE TABLE handmade (id int); INSERT INTO handmade VALUES (1), (2), (3)")
 	c.HandMadeStandby("n2", "n1")
 	pid1, pid2 := c.PostmasterPID("n1"), c.PostmasterPID("n2")
+	if stopPrimary {
+		if err := syscall.Kill(pid1, syscall.SIGINT); err != nil { // fast shutdown
+			t.Fatal(err)
+		}
+		e2e.Eventually(t, 30*time.Second, "the hand-made primary stopped", func() error {
+			if c.PostmasterPID("n1") != 0 {
+				return fmt.Errorf("still running")
+			}
+			return nil
+		})
+	}
 
 	c.StartAgent("n2")
 	c.StartAgent("n3")
@@ -42,7 +65,7 @@ func TestAdopt_HandMadePair(t *testing.T) {
 	if got := strings.TrimSpace(c.Psql("n1", "SELECT count(*) FROM handmade")); got != "3" {
 		t.Fatalf("hand-made data on n1: count = %q, want 3", got)
 	}
-	if got := c.PostmasterPID("n1"); got != pid1 {
+	if got := c.PostmasterPID("n1"); got != pid1 && !stopPrimary {
 		t.Errorf("n1's postmaster was restarted: pid %d -> %d", pid1, got)
 	}
 	if got := c.PostmasterPID("n2"); got != pid2 {
