@@ -231,3 +231,27 @@ func bootstrapPrimary(t *testing.T, ctx context.Context, base, name string) (*No
 	}
 	return n, sysid
 }
+
+// streamingStandby clones member name from primary (through a slot the
+// primary keeps for it), starts it and waits until primary sees it
+// streaming. tweak, when given, adjusts its Config first.
+func streamingStandby(t *testing.T, ctx context.Context, primary *Node, base, name string, sysid uint64, tweak func(*Config)) *Node {
+	t.Helper()
+	slot := SlotName(primary.Config().SlotPrefix, name)
+	if err := primary.EnsureSlots(ctx, []string{slot}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig(t, base, name)
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	n := newTestNode(t, cfg)
+	if err := n.CloneFrom(ctx, primary.AsUpstream(slot)); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Start(ctx, StartOptions{Role: RoleAsIs, ExpectSystemID: sysid}); err != nil {
+		t.Fatal(err)
+	}
+	waitStreaming(t, ctx, primary, name)
+	return n
+}

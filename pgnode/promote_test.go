@@ -24,20 +24,9 @@ func TestNode_PromoteRightAfterPrimaryStopped(t *testing.T) {
 
 	primary, sysid := bootstrapPrimary(t, ctx, base, "a")
 	for _, name := range []string{"b", "c"} {
-		slot := SlotName(primary.Config().SlotPrefix, name)
-		if err := primary.EnsureSlots(ctx, []string{slot}); err != nil {
-			t.Fatal(err)
-		}
-		cfg := testConfig(t, base, name)
-		cfg.Parameters["wal_retrieve_retry_interval"] = "60s"
-		standby := newTestNode(t, cfg)
-		if err := standby.CloneFrom(ctx, primary.AsUpstream(slot)); err != nil {
-			t.Fatal(err)
-		}
-		if err := standby.Start(ctx, StartOptions{Role: RoleAsIs, ExpectSystemID: sysid}); err != nil {
-			t.Fatal(err)
-		}
-		waitStreaming(t, ctx, primary, name)
+		standby := streamingStandby(t, ctx, primary, base, name, sysid, func(c *Config) {
+			c.Parameters["wal_retrieve_retry_interval"] = "60s"
+		})
 		if err := primary.Stop(ctx, StopFast); err != nil {
 			t.Fatal(err)
 		}
@@ -55,8 +44,8 @@ func TestNode_PromoteRightAfterPrimaryStopped(t *testing.T) {
 		}
 		// A repeated signal must not leave a promote file behind: a later
 		// start of this data directory as a standby would promote at once.
-		if _, err := os.Stat(filepath.Join(cfg.DataDir, "promote")); !os.IsNotExist(err) {
-			t.Fatalf("promote signal file left in %s: %v", cfg.DataDir, err)
+		if _, err := os.Stat(filepath.Join(standby.Config().DataDir, "promote")); !os.IsNotExist(err) {
+			t.Fatalf("promote signal file left in %s: %v", standby.Config().DataDir, err)
 		}
 		primary = standby
 	}

@@ -46,18 +46,8 @@ func TestNode_RewindAfterCleanSwitchoverSkipsPgRewind(t *testing.T) {
 	a, sysid := bootstrapPrimary(t, ctx, base, "a")
 	var logs lockedBuffer
 	a.log = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	slotA, slotB := SlotName(a.Config().SlotPrefix, "a"), SlotName(a.Config().SlotPrefix, "b")
-	if err := a.EnsureSlots(ctx, []string{slotB}); err != nil {
-		t.Fatal(err)
-	}
-	b := newTestNode(t, testConfig(t, base, "b"))
-	if err := b.CloneFrom(ctx, a.AsUpstream(slotB)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(ctx, StartOptions{Role: RoleAsIs, ExpectSystemID: sysid}); err != nil {
-		t.Fatal(err)
-	}
-	waitStreaming(t, ctx, a, "b")
+	slotA := SlotName(a.Config().SlotPrefix, "a")
+	b := streamingStandby(t, ctx, a, base, "b", sysid, nil)
 	mustExec(t, ctx, a, "CREATE TABLE t (id int)")
 	mustExec(t, ctx, a, "INSERT INTO t VALUES (1), (2)")
 	waitIDs(t, ctx, b, 1, 2)

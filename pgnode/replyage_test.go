@@ -61,18 +61,7 @@ func TestNode_ProbeReportsReplyAge(t *testing.T) {
 	base := reachableTempDir(t)
 
 	a, sysid := bootstrapPrimary(t, ctx, base, "a")
-	slotB := SlotName(a.Config().SlotPrefix, "b")
-	if err := a.EnsureSlots(ctx, []string{slotB}); err != nil {
-		t.Fatal(err)
-	}
-	b := newTestNode(t, testConfig(t, base, "b"))
-	if err := b.CloneFrom(ctx, a.AsUpstream(slotB)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(ctx, StartOptions{Role: RoleAsIs, ExpectSystemID: sysid}); err != nil {
-		t.Fatal(err)
-	}
-	waitStreaming(t, ctx, a, "b")
+	b := streamingStandby(t, ctx, a, base, "b", sysid, nil)
 
 	var interval string
 	if err := sqlConn(t, ctx, b).QueryRow(ctx, "SELECT current_setting('wal_receiver_status_interval')").Scan(&interval); err != nil {

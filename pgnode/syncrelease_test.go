@@ -20,20 +20,7 @@ func TestSetSynchronousStandbys_ReleasesWaitingCommitsAtOnce(t *testing.T) {
 	base := reachableTempDir(t)
 
 	a, sysid := bootstrapPrimary(t, ctx, base, "a")
-	slotB := SlotName(a.Config().SlotPrefix, "b")
-	if err := a.EnsureSlots(ctx, []string{slotB}); err != nil {
-		t.Fatal(err)
-	}
-	cfg := testConfig(t, base, "b")
-	cfg.Parameters["wal_receiver_status_interval"] = "10s"
-	b := newTestNode(t, cfg)
-	if err := b.CloneFrom(ctx, a.AsUpstream(slotB)); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Start(ctx, StartOptions{Role: RoleAsIs, ExpectSystemID: sysid}); err != nil {
-		t.Fatal(err)
-	}
-	waitStreaming(t, ctx, a, "b")
+	streamingStandby(t, ctx, a, base, "b", sysid, func(c *Config) { c.Parameters["wal_receiver_status_interval"] = "10s" })
 	mustExec(t, ctx, a, "CREATE TABLE t (id int PRIMARY KEY)")
 
 	if err := a.SetSynchronousStandbys(ctx, []string{"nobody"}, 1); err != nil {
