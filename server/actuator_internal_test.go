@@ -99,6 +99,13 @@ func actuatorOn(t *testing.T, info pgnode.DataDirInfo, cmds ...proto.Message) (*
 	return newActuator(s, pg), pg
 }
 
+// runningStandby is the data directory of a standby running under its
+// agent, as Inspect reports it.
+var runningStandby = pgnode.DataDirInfo{
+	Path: "/data", Exists: true, Initialized: true, Version: "15", SystemIdentifier: 42,
+	ClusterState: "in archive recovery", Running: true, Standby: true, Timeline: 1, PostmasterPID: 7,
+}
+
 func member(id string) *pb.Member {
 	return &pb.Member{
 		Id: id, RaftAddr: id + ":7000", GrpcAddr: id + ":7001", PgAddr: "127.0.0.1:5432",
@@ -196,10 +203,7 @@ func TestActuator_RejoinWaitsForThePromotion(t *testing.T) {
 // for divergence and rewound when it diverged; one that streams, or did
 // not diverge, is left alone.
 func TestActuator_DivergedStandbyIsRewound(t *testing.T) {
-	standby := pgnode.DataDirInfo{
-		Path: "/data", Exists: true, Initialized: true, Version: "15", SystemIdentifier: 42,
-		ClusterState: "in archive recovery", Running: true, Standby: true, Timeline: 1, PostmasterPID: 7,
-	}
+	standby := runningStandby
 	cmds := []proto.Message{
 		&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
 		&pb.UpsertMember{Member: member("n1")},
@@ -284,10 +288,7 @@ func TestActuator_PrimaryStartedPastItsLeaseIsStopped(t *testing.T) {
 // slots it holds (left from a time it was, or was about to become, the
 // primary: they would retain WAL on it for good), once per epoch.
 func TestActuator_StandbyDropsLeftoverSlots(t *testing.T) {
-	standby := pgnode.DataDirInfo{
-		Path: "/data", Exists: true, Initialized: true, Version: "15", SystemIdentifier: 42,
-		ClusterState: "in archive recovery", Running: true, Standby: true, Timeline: 2, PostmasterPID: 7,
-	}
+	standby := runningStandby
 	a, pg := actuatorOn(t, standby,
 		&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
 		&pb.UpsertMember{Member: member("n1")},
@@ -319,10 +320,7 @@ func TestActuator_StandbyDropsLeftoverSlots(t *testing.T) {
 // names the member it streams from, and every health says how old its
 // probe is.
 func TestActuator_HealthNamesUpstreamAndAge(t *testing.T) {
-	standby := pgnode.DataDirInfo{
-		Path: "/data", Exists: true, Initialized: true, Version: "15", SystemIdentifier: 42,
-		ClusterState: "in archive recovery", Running: true, Standby: true, Timeline: 1, PostmasterPID: 7,
-	}
+	standby := runningStandby
 	a, pg := actuatorOn(t, standby,
 		&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
 		&pb.UpsertMember{Member: member("n1")},
