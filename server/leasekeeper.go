@@ -71,6 +71,14 @@ func (a *actuator) leaseLoop(ctx context.Context) {
 			cancel()
 			switch {
 			case err == nil:
+				if time.Now().After(validUntil.Add(-t.SafetyMargin)) {
+					// Renewed past the fence point: the fence guard,
+					// armed with that point, may have stopped PostgreSQL
+					// before this renewal re-armed it. That counts as the
+					// fence, so a paused cluster starts it again too.
+					a.noteFenced(p.Epoch)
+					a.poke()
+				}
 				validUntil = until
 				a.armGuard(validUntil.Add(-t.SafetyMargin))
 				if a.setFenced(false) {
