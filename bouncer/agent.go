@@ -70,11 +70,11 @@ type AgentOptions struct {
 	// Tune is applied at start (DefaultTune when zero).
 	Tune TuneOptions
 	// PauseTimeout bounds a planned fence (PAUSE), which waits for
-	// transactions in flight; then the agent escalates to KILL. Default 5 s.
+	// transactions in flight; then the agent goes on without them (the
+	// pause flag holds new ones). Default 5 s.
 	PauseTimeout time.Duration
-	// EmergencyPauseTimeout bounds the PAUSE tried first when fencing after
-	// a failover; then the agent KILLs. Default 300 ms; negative: KILL at
-	// once.
+	// EmergencyPauseTimeout bounds the wait for PAUSE's reply when fencing
+	// after a failover. Default 300 ms; negative: do not wait.
 	EmergencyPauseTimeout time.Duration
 }
 

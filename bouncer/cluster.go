@@ -465,8 +465,9 @@ func (c *clusterRun) execute(ctx context.Context, ops []op, selfFence bool) []er
 	return out
 }
 
-// do runs one op. A planned fence that outlasts its timeout (a transaction
-// that does not end) is escalated to KILL.
+// do runs one op. A fence whose PAUSE outlasts its timeout (a transaction
+// that does not end) is escalated to the emergency mode, which only checks
+// that the pause flag is set.
 func (c *clusterRun) do(ctx context.Context, o op, selfFence bool) error {
 	r := c.a.opts.Router
 	log := c.log.With("db", o.db, "epoch", o.epoch)
@@ -495,10 +496,13 @@ func (c *clusterRun) do(ctx context.Context, o op, selfFence bool) error {
 			call = r.Hold
 		}
 		log.Info("fencing", "op", o.kind.String(), "mode", o.mode.String(), "why", o.why)
-		// Every fence starts with PAUSE, bounded: PgBouncer 1.18 can crash
-		// (SIGSEGV) on a RELOAD after KILL while clients retry logins
-		// against a dead server (see DESIGN.md), so KILL is kept for a
-		// PAUSE that does not finish in time.
+		// Every fence starts with a bounded PAUSE, which lets the
+		// transactions in flight finish. The pause flag is set as soon as
+		// PgBouncer reads the command, so a PAUSE that does not finish in
+		// time (a COMMIT stuck on the old primary, a blackholed host) has
+		// fenced all the same; the emergency mode confirms the flag. KILL,
+		// which would end the stuck ones, can crash PgBouncer (see
+		// Admin.Kill).
 		timeout := c.a.opts.PauseTimeout
 		if o.mode == FenceEmergency {
 			timeout = c.a.opts.EmergencyPauseTimeout
@@ -519,7 +523,7 @@ func (c *clusterRun) do(ctx context.Context, o op, selfFence bool) error {
 				}
 				return err
 			}
-			log.Warn("PAUSE did not finish in time; escalating to KILL", "timeout", timeout, "err", err)
+			log.Warn("PAUSE did not finish in time (transactions in flight); confirming the pause flag", "timeout", timeout, "err", err)
 		}
 		fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()

@@ -1,7 +1,7 @@
 // Package bouncer drives a local PgBouncer so that it routes each database to
 // the primary committed by the quorum, and fences the old primary first.
 //
-// Admin talks to PgBouncer's admin console (PAUSE, RESUME, KILL, RELOAD, SET,
+// Admin talks to PgBouncer's admin console (PAUSE, RESUME, RELOAD, SET,
 // SHOW). Render and WriteFileAtomic produce the [databases] include file that
 // the agent owns. Router combines them into per-database sequences that carry
 // a fencing epoch: Fence, Expose, Switch, and Tune for PgBouncer's retry

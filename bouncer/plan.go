@@ -89,7 +89,7 @@ type planOutput struct {
 //     not stepping down): fence what routes to an older epoch, then expose
 //     E's member.
 //   - Otherwise: fence what routes to an epoch older than E (PAUSE after a
-//     planned switchover, KILL after a failover), and hold (PAUSE) what
+//     planned switchover, pause without waiting after a failover), and hold (PAUSE) what
 //     routes to E itself when E's primary is stepping down or released.
 func plan(in planInput) planOutput {
 	p := in.st.GetPrimary()
@@ -111,7 +111,7 @@ func plan(in planInput) planOutput {
 		// stopped (and this agent, still routing to it, was not waited for),
 		// after a failover it may hang with a COMMIT that a PAUSE would wait
 		// on for the whole PAUSE timeout. Emergency mode tries a short PAUSE
-		// and KILLs.
+		// and then goes on without waiting.
 		out.epoch = in.newest
 		for _, d := range in.dbs {
 			if s, ok := in.status(d.Name); ok && !s.Fenced && s.ExposedAt < in.newest {
@@ -202,8 +202,9 @@ func plan(in planInput) planOutput {
 }
 
 // fenceMode is PAUSE when the primary of epoch took over in a planned
-// switchover (clients wait, none fail), KILL otherwise: a failed primary's
-// connections may hang in a COMMIT that PAUSE would wait for.
+// switchover (clients wait, none fail), the emergency mode otherwise: a
+// failed primary's connections may hang in a COMMIT that PAUSE would wait
+// for, so the agent waits for it only briefly.
 func fenceMode(st *pb.ClusterState, epoch uint64) (FenceMode, string) {
 	for _, h := range st.GetHistory() {
 		if h.Epoch == epoch && strings.HasPrefix(h.Reason, "switchover") {

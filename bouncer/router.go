@@ -20,8 +20,11 @@ const (
 	// It blocks while a server connection is stuck (e.g. a COMMIT waiting on
 	// a dead sync standby); escalate to FenceEmergency when ctx runs out.
 	FencePlanned FenceMode = iota + 1
-	// FenceEmergency runs KILL: every client and server connection of the
-	// database is dropped at once and the database stays paused.
+	// FenceEmergency sets the pause flag without waiting for the
+	// transactions in flight (Admin.PauseFlag): no new transaction gets a
+	// server, and one stuck in a COMMIT on the old primary ends when that
+	// server's socket does (the old primary is stopped by its lease guard).
+	// It does not KILL: KILL can crash PgBouncer (see Admin.Kill).
 	FenceEmergency
 )
 
@@ -154,7 +157,7 @@ func (r *Router) state(db string) *dbState {
 }
 
 // Fence stops routing db to its current primary for the move to epoch.
-// Planned mode PAUSEs, emergency mode KILLs; then the include file is
+// Planned mode PAUSEs and waits, emergency mode pauses without waiting; then the include file is
 // rewritten with db pointing at FencedHost (without a RELOAD: the running
 // PgBouncer is already held by the pause), so a PgBouncer restart or a later
 // RELOAD cannot route to the old primary either. A request with an epoch
@@ -202,7 +205,7 @@ func (r *Router) fenceLocked(ctx context.Context, db string, st *dbState, epoch 
 	case FencePlanned:
 		err = r.admin.Pause(ctx, db)
 	case FenceEmergency:
-		err = r.admin.Kill(ctx, db)
+		err = r.admin.PauseFlag(ctx, db)
 	default:
 		return fmt.Errorf("bouncer: fence %s: unknown mode %d", db, int(mode))
 	}

@@ -90,8 +90,11 @@ func TestRouter_EmergencyFailoverRecovers(t *testing.T) {
 	}
 }
 
-// emergencyFailover kills -9 the primary under 8 writers, fences with KILL,
-// exposes the other server, and measures until the first write on it.
+// emergencyFailover kills -9 the primary under 8 writers, fences in
+// emergency mode, exposes the other server, and measures until the first
+// write on it. When the fence sent KILL, PgBouncer 1.18 died with SIGSEGV in
+// 5 of 40 runs (see Admin.Kill); the harness fails a test whose PgBouncer
+// exited early.
 func emergencyFailover(t *testing.T, tune *TuneOptions, limit time.Duration) {
 	a, b := newPG(t), newPG(t)
 	e := newEnv(t)
@@ -125,7 +128,7 @@ func emergencyFailover(t *testing.T, tune *TuneOptions, limit time.Duration) {
 	stop()
 	l.wait()
 	ok, failed := l.counts()
-	t.Logf("emergency: kill -9 + reap %v, fence (KILL) %v, expose %v; first write on B at +%v after kill -9; %d writes, %d client errors",
+	t.Logf("emergency: kill -9 + reap %v, fence (emergency) %v, expose %v; first write on B at +%v after kill -9; %d writes, %d client errors",
 		killDone.Sub(killed), fenced.Sub(killDone), exposed.Sub(fenced), first.Sub(killed), ok, failed)
 	if rec := first.Sub(killed); rec > limit {
 		t.Fatalf("recovery took %v, want < %v", rec, limit)

@@ -99,7 +99,12 @@ func StartPgBouncer(t testing.TB, opts PgBouncerOptions) *PgBouncer {
 	t.Cleanup(func() {
 		b.mu.Lock()
 		defer b.mu.Unlock()
-		if b.proc != nil {
+		if b.proc != nil && b.proc.exited() {
+			// Nothing in the tests stops PgBouncer behind the harness's
+			// back, so an early exit is a crash worth seeing.
+			t.Errorf("pgtest: pgbouncer (pid %d) exited before the test ended: %v\n%s",
+				b.proc.pid(), b.proc.err, tailFile(b.LogPath+".stderr", 2000))
+		} else if b.proc != nil {
 			// SIGTERM is an immediate shutdown in 1.18; SIGINT would wait for clients.
 			if err := b.proc.stop(syscall.SIGTERM, 10*time.Second); err != nil {
 				t.Errorf("pgtest: stop pgbouncer: %v", err)
