@@ -21,7 +21,7 @@ func bouncerCmd() *cobra.Command {
 		Use:   "bouncer",
 		Short: "Run the PgBouncer agent: route PgBouncer to each cluster's primary, fence old primaries",
 		Long: "Run the agent beside a PgBouncer. It watches each configured cluster, rewrites the\n" +
-			"[databases] include file, fences (PAUSE/KILL) old primaries before it acknowledges a new\n" +
+			"[databases] include file, fences (PAUSE) old primaries before it acknowledges a new\n" +
 			"epoch, and pauses a cluster's databases when it loses contact with its quorum.\n" +
 			"Configuration comes from --config (YAML), PGQUORUM_BOUNCER_* variables and the flags below.\n" +
 			"See docs/bouncer.md.",
