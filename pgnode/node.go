@@ -33,10 +33,14 @@ type Node struct {
 	// refused.
 	params, accepted, rejected map[string]string
 
-	connMu sync.Mutex // guards idle and writeConn
+	connMu sync.Mutex // guards idle, busy, freed and writeConn
 	// idle holds up to maxIdle local connections kept between probes
 	// (see withConn).
 	idle []*pgx.Conn
+	// busy counts the acquired connections not yet released; freed
+	// wakes an acquire waiting for one (see acquire).
+	busy  int
+	freed chan struct{}
 	// writeConn is WriteProbe's connection, kept between its calls.
 	writeConn *pgx.Conn
 

@@ -87,6 +87,7 @@ func (n *Node) withConn(ctx context.Context, f func(context.Context, *pgx.Conn) 
 	if err != nil && kept && conn.IsClosed() && ctx.Err() == nil {
 		closeConn(conn)
 		if conn, err = n.connect(ctx); err != nil {
+			n.release(nil, err)
 			return err
 		}
 		err = f(ctx, conn)
@@ -113,36 +114,72 @@ func (n *Node) withFreshConn(ctx context.Context, f func(context.Context, *pgx.C
 // paid a new backend on exactly the switchover's path.
 const maxIdle = 2
 
+// keptWait bounds how long acquire waits for a kept connection that is in
+// use before it opens another. A probe holds one for a millisecond or two;
+// a new connection costs tens of milliseconds on a loaded host, and its
+// backend as much again when it exits. Seen on the switchover's path: the
+// old primary's step-down waited 80 ms for a third connection's login.
+const keptWait = 50 * time.Millisecond
+
 // acquire takes a kept local connection (kept reports which), else opens
-// a new one.
+// a new one: at once while fewer than maxIdle are in use, else after
+// waiting up to keptWait for one to come back. Every successful acquire
+// is paired with one release.
 func (n *Node) acquire(ctx context.Context) (c *pgx.Conn, kept bool, err error) {
+	deadline := time.Now().Add(keptWait)
 	for {
 		n.connMu.Lock()
-		c = nil
-		if k := len(n.idle); k > 0 {
-			c, n.idle = n.idle[k-1], n.idle[:k-1]
+		if n.freed == nil {
+			n.freed = make(chan struct{}, 1)
 		}
-		n.connMu.Unlock()
-		if c == nil {
-			c, err = n.connect(ctx)
+		freed := n.freed
+		c = nil
+		for c == nil && len(n.idle) > 0 {
+			k := len(n.idle)
+			c, n.idle = n.idle[k-1], n.idle[:k-1]
+			if c.IsClosed() {
+				c = nil
+			}
+		}
+		if c != nil || n.busy < maxIdle || !time.Now().Before(deadline) {
+			n.busy++
+			n.connMu.Unlock()
+			if c != nil {
+				return c, true, nil
+			}
+			if c, err = n.connect(ctx); err != nil {
+				n.release(nil, err)
+			}
 			return c, false, err
 		}
-		if !c.IsClosed() {
-			return c, true, nil
+		n.connMu.Unlock()
+		t := time.NewTimer(time.Until(deadline))
+		select {
+		case <-freed:
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, false, ctx.Err()
 		}
+		t.Stop()
 	}
 }
 
 // release keeps c for the next call when f succeeded and left the session
 // clean; anything else is closed, so a connection that saw an error (a
-// timeout can leave it mid-protocol) is never reused.
+// timeout can leave it mid-protocol) is never reused. c may be nil (its
+// connect failed): the acquire is given back all the same.
 func (n *Node) release(c *pgx.Conn, err error) {
-	if err == nil && !c.IsClosed() && c.PgConn().TxStatus() == 'I' {
-		n.connMu.Lock()
-		if len(n.idle) < maxIdle {
-			n.idle, c = append(n.idle, c), nil
-		}
-		n.connMu.Unlock()
+	n.connMu.Lock()
+	n.busy--
+	if c != nil && err == nil && !c.IsClosed() && c.PgConn().TxStatus() == 'I' && len(n.idle) < maxIdle {
+		n.idle, c = append(n.idle, c), nil
+	}
+	freed := n.freed
+	n.connMu.Unlock()
+	select {
+	case freed <- struct{}{}:
+	default:
 	}
 	if c != nil {
 		closeConn(c)

@@ -109,6 +109,11 @@ type actuator struct {
 	// (or the guard) stopped this primary, and regaining the lease starts
 	// it again even while paused (see paused).
 	fencedEpoch uint64
+	// exposedEpoch and exposedSeen: a stopped former primary saw the
+	// primary of exposedEpoch before its exposure, and first saw it
+	// exposed at exposedSeen (zero until then; see holdRejoin).
+	exposedEpoch uint64
+	exposedSeen  time.Time
 }
 
 func newActuator(s *Server, pg Postgres) *actuator {
@@ -401,12 +406,14 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		a.fencedEpoch = 0
 		a.mu.Unlock()
 	}
+	probeStart := time.Now()
 	status, err := a.pg.Probe(ctx)
 	if err != nil || !status.Up {
 		return a.primaryDown(ctx, p, fmt.Errorf("probe: %v", err))
 	}
 	a.clearCrash()
 	if status.InRecovery {
+		probed := time.Now()
 		// The other members' slots go first: they re-point to this server
 		// when the assignment commits, and one whose slot is missing here
 		// fails and retries only after wal_retrieve_retry_interval (5 s),
@@ -416,6 +423,7 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		if err := a.pg.EnsureSlots(ctx, a.slotNames(st)); err != nil {
 			a.log.Warn("replication slots before promotion", "err", err)
 		}
+		slotted := time.Now()
 		// The standby copied the old primary's synchronous_standby_names;
 		// choose what the new primary waits for before it takes writes.
 		// (Standbys keep it ready, see presetPromotionSync: usually a
@@ -423,10 +431,12 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		if err := a.setPGSync(ctx, a.promotionSync(st), int(max(st.Config.GetSynchronousNodeCount(), 1))); err != nil {
 			return fmt.Errorf("set synchronous standbys before promotion: %w", err)
 		}
+		synced := time.Now()
 		if err := a.acquireLease(ctx, p.Epoch); err != nil {
 			return err
 		}
-		a.log.Info("promoting", "epoch", p.Epoch, "reason", p.Reason)
+		a.log.Info("promoting", "epoch", p.Epoch, "reason", p.Reason,
+			"probe", probed.Sub(probeStart), "slots", slotted.Sub(probed), "sync", synced.Sub(slotted), "lease", time.Since(synced))
 		if err := a.pg.Promote(ctx); err != nil {
 			return fmt.Errorf("promote at epoch %d: %w", p.Epoch, err)
 		}
@@ -625,12 +635,10 @@ func (a *actuator) convergeStandby(ctx context.Context, st *pb.ClusterState, inf
 		}
 	}
 	if !info.Standby {
-		if !info.Running && !p.Exposed {
+		if !info.Running && a.holdRejoin(st) {
 			// A stopped former primary waits until the new one is
-			// exposed: nothing waits for it, and its rewind check and
-			// start would compete with the promotion and PgBouncer's
-			// first logins on the new primary. (A running one is stopped
-			// at once, below.)
+			// exposed, and a little longer (see holdRejoin). (A running
+			// one is stopped at once, below.)
 			return nil
 		}
 		if paused {
@@ -750,6 +758,60 @@ func (a *actuator) clone(ctx context.Context, st *pb.ClusterState, primary pgnod
 		return fmt.Errorf("clone from %s: %w", st.Primary.MemberId, err)
 	}
 	return nil
+}
+
+// rejoinDelay is how long a stopped former primary waits after the new
+// primary's exposure before it rejoins, when nothing waits for it: its
+// rewind check and start (a PostgreSQL start is about 100 ms of CPU) would
+// compete with the promotion's end and PgBouncer's first logins on the new
+// primary. Measured on two cores: switchover write stall median 0.48 s
+// without the wait, 0.44 s with it.
+const rejoinDelay = 500 * time.Millisecond
+
+// holdRejoin reports whether a stopped former primary should wait before
+// it rejoins the primary of st: until that primary is exposed (nothing
+// waits for the former one, and its rewind check and start would compete
+// with the promotion), then for rejoinDelay, and it asks for a round when
+// that is over. The delay is skipped when the new primary may wait for
+// this node as a synchronous standby (synchronous mode, unless the
+// synchronous standbys recorded for this epoch are enough without it), and
+// when this node did not see the epoch before its exposure (a restarted
+// agent: the switchover is long over).
+func (a *actuator) holdRejoin(st *pb.ClusterState) bool {
+	p := st.Primary
+	a.mu.Lock()
+	if !p.Exposed {
+		a.exposedEpoch, a.exposedSeen = p.Epoch, time.Time{}
+		a.mu.Unlock()
+		return true
+	}
+	if a.exposedEpoch != p.Epoch {
+		a.mu.Unlock()
+		return false
+	}
+	if a.exposedSeen.IsZero() {
+		a.exposedSeen = time.Now()
+	}
+	wait := rejoinDelay - time.Since(a.exposedSeen)
+	a.mu.Unlock()
+	if wait <= 0 || a.neededAsSync(st) {
+		return false
+	}
+	time.AfterFunc(wait, a.poke)
+	return true
+}
+
+// neededAsSync reports whether the primary of st may wait for this node as
+// a synchronous standby.
+func (a *actuator) neededAsSync(st *pb.ClusterState) bool {
+	if st.Config.GetSynchronousMode() == pb.SynchronousMode_SYNCHRONOUS_MODE_OFF {
+		return false
+	}
+	s := st.Sync
+	if s.GetEpoch() != st.Primary.GetEpoch() || s.GetDegraded() || slices.Contains(s.GetMembers(), a.s.opts.NodeID) {
+		return true
+	}
+	return len(s.GetMembers()) < int(max(st.Config.GetSynchronousNodeCount(), 1))
 }
 
 // rejoin turns a former primary into a standby of up: stop, pg_rewind,

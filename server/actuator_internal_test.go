@@ -188,6 +188,13 @@ func TestActuator_RejoinWaitsForThePromotion(t *testing.T) {
 	if err := a.s.fsm.ApplyCommand(100, &pb.ExposePrimary{Epoch: 2}); err != nil {
 		t.Fatal(err)
 	}
+	// Then for rejoinDelay: nothing waits for it (asynchronous mode).
+	if err := a.converge(context.Background()); err != nil || slices.Contains(pg.Calls(), "rewind") {
+		t.Fatalf("right after the exposure: converge %v, calls %v; want no rewind yet", err, pg.Calls())
+	}
+	a.mu.Lock()
+	a.exposedSeen = a.exposedSeen.Add(-rejoinDelay)
+	a.mu.Unlock()
 	pg.rewindErr = fmt.Errorf("rewind: %w", pgnode.ErrSourceInRecovery)
 	err := a.converge(context.Background())
 	if !errors.Is(err, pgnode.ErrSourceInRecovery) {
@@ -195,6 +202,54 @@ func TestActuator_RejoinWaitsForThePromotion(t *testing.T) {
 	}
 	if calls := pg.Calls(); !slices.Contains(calls, "rewind") || slices.Contains(calls, "reinit") || slices.Contains(calls, "start") {
 		t.Fatalf("calls %v: want a rewind attempt and nothing else that changes the directory", calls)
+	}
+}
+
+// TestActuator_RejoinAtOnceWhenNeededAsSync: a former primary that the new
+// primary may wait for as a synchronous standby rejoins as soon as the new
+// primary is exposed; one that the recorded synchronous set does without
+// waits rejoinDelay like in asynchronous mode.
+func TestActuator_RejoinAtOnceWhenNeededAsSync(t *testing.T) {
+	own := pgnode.DataDirInfo{
+		Path: "/data", Exists: true, Initialized: true, Version: "15",
+		SystemIdentifier: 42, ClusterState: "shut down", CleanShutdown: true, Timeline: 1,
+	}
+	for _, tc := range []struct {
+		name       string
+		sync       []string
+		wantRewind bool
+	}{
+		{"no synchronous set recorded", nil, true},
+		{"in the synchronous set", []string{"n3"}, true},
+		{"another member is enough", []string{"n2"}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmds := []proto.Message{
+				&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
+				&pb.UpsertMember{Member: member("n1")},
+				&pb.UpsertMember{Member: member("n2")},
+				&pb.UpsertMember{Member: member("n3")},
+				&pb.AssignPrimary{MemberId: "n3", Timeline: 1, Reason: "bootstrap", AtUnixMs: 2},
+				&pb.SetSystemID{SystemIdentifier: 42},
+				&pb.SetConfig{ExpectedVersion: 1, Config: &pb.DynamicConfig{SynchronousMode: pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT}},
+				&pb.AssignPrimary{ExpectedEpoch: 1, MemberId: "n1", Timeline: 2, Reason: "switchover", AtUnixMs: 3},
+			}
+			a, pg := actuatorOn(t, own, cmds...)
+			_ = a.converge(context.Background()) // sees epoch 2 before its exposure
+			exposure := []proto.Message{&pb.ExposePrimary{Epoch: 2}}
+			if tc.sync != nil {
+				exposure = append(exposure, &pb.SetSync{Epoch: 2, Members: tc.sync})
+			}
+			for i, c := range exposure {
+				if err := a.s.fsm.ApplyCommand(uint64(100+i), c); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_ = a.converge(context.Background())
+			if got := slices.Contains(pg.Calls(), "rewind"); got != tc.wantRewind {
+				t.Fatalf("right after the exposure: calls %v; rewind %v, want %v", pg.Calls(), got, tc.wantRewind)
+			}
+		})
 	}
 }
 
