@@ -764,8 +764,8 @@ func (a *actuator) clone(ctx context.Context, st *pb.ClusterState, primary pgnod
 // primary's exposure before it rejoins, when nothing waits for it: its
 // rewind check and start (a PostgreSQL start is about 100 ms of CPU) would
 // compete with the promotion's end and PgBouncer's first logins on the new
-// primary. Measured on two cores: switchover write stall median 0.48 s
-// without the wait, 0.44 s with it.
+// primary. Measured on two cores: exposure → first write through
+// PgBouncer median 120 ms without the wait, 90 ms with it.
 const rejoinDelay = 500 * time.Millisecond
 
 // holdRejoin reports whether a stopped former primary should wait before
