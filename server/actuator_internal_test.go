@@ -224,16 +224,10 @@ func TestActuator_RejoinAtOnceWhenNeededAsSync(t *testing.T) {
 		{"another member is enough", []string{"n2"}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmds := []proto.Message{
-				&pb.InitCluster{Name: "main", Uuid: "4f1c2d9e-0000-4000-8000-000000000001", AtUnixMs: 1},
-				&pb.UpsertMember{Member: member("n1")},
-				&pb.UpsertMember{Member: member("n2")},
-				&pb.UpsertMember{Member: member("n3")},
-				&pb.AssignPrimary{MemberId: "n3", Timeline: 1, Reason: "bootstrap", AtUnixMs: 2},
-				&pb.SetSystemID{SystemIdentifier: 42},
+			// n3 (this node) was primary at epoch 1; n1 took over at 2.
+			cmds := append(epochCmds(1),
 				&pb.SetConfig{ExpectedVersion: 1, Config: &pb.DynamicConfig{SynchronousMode: pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT}},
-				&pb.AssignPrimary{ExpectedEpoch: 1, MemberId: "n1", Timeline: 2, Reason: "switchover", AtUnixMs: 3},
-			}
+				&pb.AssignPrimary{ExpectedEpoch: 1, MemberId: "n1", Timeline: 2, Reason: "switchover", AtUnixMs: 3})
 			a, pg := actuatorOn(t, own, cmds...)
 			_ = a.converge(context.Background()) // sees epoch 2 before its exposure
 			exposure := []proto.Message{&pb.ExposePrimary{Epoch: 2}}
