@@ -114,11 +114,16 @@ type actuator struct {
 	// exposed at exposedSeen (zero until then; see holdRejoin).
 	exposedEpoch uint64
 	exposedSeen  time.Time
+	// born is when this actuator was made; caughtUp is set once this
+	// node's state has caught up with the leader's since then (see
+	// converge).
+	born     time.Time
+	caughtUp bool
 }
 
 func newActuator(s *Server, pg Postgres) *actuator {
 	a := &actuator{s: s, log: s.log.With("component", "actuator"), wake: make(chan struct{}, 1),
-		requests: make(chan *localRequest)}
+		requests: make(chan *localRequest), born: time.Now()}
 	a.pg = changeTracker{Postgres: pg, changed: a.dropInfo}
 	return a
 }
@@ -295,7 +300,24 @@ func (a *actuator) converge(ctx context.Context) error {
 	}
 	a.maxEpoch = p.GetEpoch()
 	fenced := a.fenced
+	caughtUp := a.caughtUp
 	a.mu.Unlock()
+	if !caughtUp {
+		// A restarted agent's state may be part-way through the Raft log:
+		// it could clone or start a server with an old primary or old
+		// parameters (a fresh clone started without a max_connections
+		// raised since). The first round waits until this node has
+		// applied as far as the leader had when it answered a heartbeat.
+		// The lease and its fence do not wait (leaseLoop).
+		if !a.s.caughtUpSince(a.born) {
+			a.s.wakeNode() // a heartbeat brings the leader's index
+			time.AfterFunc(50*time.Millisecond, a.poke)
+			return nil
+		}
+		a.mu.Lock()
+		a.caughtUp = true
+		a.mu.Unlock()
+	}
 	a.useParameters(st)
 
 	if sw := st.Switchover; !fenced && p.GetMemberId() == me && !p.Released && a.releasedEpoch() != p.Epoch &&

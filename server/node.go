@@ -177,9 +177,12 @@ func (s *Server) nodeTick(ctx context.Context, removed *removedNotice) {
 	if err != nil {
 		return
 	}
-	if _, err := c.Heartbeat(cctx, &pb.HeartbeatRequest{MemberId: s.opts.NodeID, AppliedIndex: s.raft.AppliedIndex(), Postgres: health}); err != nil {
+	resp, err := c.Heartbeat(cctx, &pb.HeartbeatRequest{MemberId: s.opts.NodeID, AppliedIndex: s.raft.AppliedIndex(), Postgres: health})
+	if err != nil {
 		s.log.Debug("heartbeat failed", "leader", leaderID, "err", err)
+		return
 	}
+	s.noteLeaderIndex(resp.GetIndex())
 }
 
 // registrationTargets lists where to send our registration: the leader

@@ -37,6 +37,12 @@ type Server struct {
 	leaderWake   chan struct{}
 	nodeWake     chan struct{}
 
+	// leaderIndex is the leader's applied index from this node's last
+	// answered heartbeat, at leaderIndexAt (see caughtUpSince).
+	leaderIndexMu sync.Mutex
+	leaderIndex   uint64
+	leaderIndexAt time.Time
+
 	identMu sync.Mutex
 	ident   identityFile
 
@@ -177,6 +183,30 @@ func (s *Server) NodeID() string { return s.opts.NodeID }
 
 // IsLeader reports whether this node is the Raft leader.
 func (s *Server) IsLeader() bool { return s.raft.State() == raft.Leader }
+
+// caughtUpSince reports whether this node's state holds what the leader
+// had applied: it is the leader and has applied its commit index, or a
+// heartbeat answered after t reported the leader's applied index and this
+// node has applied that far. Without Raft (unit tests) it is always true.
+func (s *Server) caughtUpSince(t time.Time) bool {
+	if s.raft == nil {
+		return true
+	}
+	applied := s.raft.AppliedIndex()
+	if s.raft.State() == raft.Leader {
+		return applied >= s.raft.CommitIndex()
+	}
+	s.leaderIndexMu.Lock()
+	defer s.leaderIndexMu.Unlock()
+	return s.leaderIndexAt.After(t) && applied >= s.leaderIndex
+}
+
+// noteLeaderIndex records the leader's applied index from a heartbeat.
+func (s *Server) noteLeaderIndex(index uint64) {
+	s.leaderIndexMu.Lock()
+	s.leaderIndex, s.leaderIndexAt = index, time.Now()
+	s.leaderIndexMu.Unlock()
+}
 
 // Leader returns the leader's ID and gRPC address as far as this node
 // knows; both are empty when there is no leader.
