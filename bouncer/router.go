@@ -157,10 +157,11 @@ func (r *Router) state(db string) *dbState {
 }
 
 // Fence stops routing db to its current primary for the move to epoch.
-// Planned mode PAUSEs and waits, emergency mode pauses without waiting; then the include file is
-// rewritten with db pointing at FencedHost (without a RELOAD: the running
-// PgBouncer is already held by the pause), so a PgBouncer restart or a later
-// RELOAD cannot route to the old primary either. A request with an epoch
+// Planned mode PAUSEs and waits, emergency mode pauses without waiting;
+// then the include file is rewritten with db pointing at FencedHost
+// (without a RELOAD: the running PgBouncer is already held by the pause),
+// so a PgBouncer restart or a later RELOAD cannot route to the old primary
+// either. A request with an epoch
 // older than the newest seen, or not newer than the current exposure, is
 // ignored with a *StaleEpochError. Fencing again at the same epoch repeats
 // the commands (escalating planned → emergency this way is allowed).

@@ -121,6 +121,10 @@ type actuator struct {
 	caughtUp bool
 }
 
+// catchUpHurry is how long after its start an agent asks for heartbeats
+// every 50 ms while its state catches up (see converge).
+const catchUpHurry = 3 * time.Second
+
 func newActuator(s *Server, pg Postgres) *actuator {
 	a := &actuator{s: s, log: s.log.With("component", "actuator"), wake: make(chan struct{}, 1),
 		requests: make(chan *localRequest), born: time.Now()}
@@ -310,8 +314,13 @@ func (a *actuator) converge(ctx context.Context) error {
 		// applied as far as the leader had when it answered a heartbeat.
 		// The lease and its fence do not wait (leaseLoop).
 		if !a.s.caughtUpSince(a.born) {
-			a.s.wakeNode() // a heartbeat brings the leader's index
-			time.AfterFunc(50*time.Millisecond, a.poke)
+			// Ask again soon for a while (a heartbeat brings the leader's
+			// index); a node that stays cut off from the leader is left
+			// to the regular heartbeats and rounds.
+			if time.Since(a.born) < catchUpHurry {
+				a.s.wakeNode()
+				time.AfterFunc(50*time.Millisecond, a.poke)
+			}
 			return nil
 		}
 		a.mu.Lock()
