@@ -177,7 +177,7 @@ func shmAttached(shmid int) int {
 }
 
 // Inspect describes the data directory: whether it exists and holds a
-// cluster, its identity, state and timeline from pg_controldata, whether
+// cluster, its identity, state and timeline from pg_control, whether
 // it is set up as a standby, and whether a postmaster runs for it (a
 // postmaster.pid naming a dead, zombie or foreign process is reported as
 // stale, not running).
@@ -215,27 +215,21 @@ func (n *Node) Inspect(ctx context.Context) (DataDirInfo, error) {
 	if !info.Initialized {
 		return info, nil
 	}
-	cd, err := n.controlData(ctx)
+	cd, err := n.readControl(ctx)
 	if err != nil {
 		return info, err
 	}
-	if v, err := strconv.ParseUint(cd["Database system identifier"], 10, 64); err == nil {
-		info.SystemIdentifier = v
-	} else {
-		return info, fmt.Errorf("pg_controldata %s: system identifier %q: %w", dir, cd["Database system identifier"], err)
-	}
-	info.ClusterState = cd["Database cluster state"]
+	info.SystemIdentifier = cd.systemID
+	info.ClusterState = cd.state
 	info.CleanShutdown = info.ClusterState == "shut down" || info.ClusterState == "shut down in recovery"
-	if v, err := strconv.ParseUint(cd["Latest checkpoint's TimeLineID"], 10, 32); err == nil {
-		info.Timeline = uint32(v)
-	}
-	info.CheckpointLSN, _ = ParseLSN(cd["Latest checkpoint location"])
-	info.DataChecksums = cd["Data page checksum version"] != "" && cd["Data page checksum version"] != "0"
+	info.Timeline = cd.timeline
+	info.CheckpointLSN = cd.checkpoint
+	info.DataChecksums = cd.checksums
 	return info, nil
 }
 
-// controlData runs pg_controldata and returns its key/value lines.
-func (n *Node) controlData(ctx context.Context) (map[string]string, error) {
+// controlDataLines runs pg_controldata and returns its key/value lines.
+func (n *Node) controlDataLines(ctx context.Context) (map[string]string, error) {
 	out, err := n.os.run(ctx, "/", nil, n.bin("pg_controldata"), "-D", n.cfg.DataDir)
 	if err != nil {
 		return nil, err

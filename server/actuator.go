@@ -167,9 +167,9 @@ func (a *actuator) Probe(ctx context.Context) (*pb.PostgresHealth, error) {
 func (a *actuator) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, a.s.opts.Timing.RetryTimeout)
 	defer cancel()
-	// Inspecting the data directory runs pg_controldata: do it only when
-	// the server is not answering, or every few loops, not every probe
-	// (an idle node should cost well under 1 % of a core).
+	// Inspecting the data directory may run pg_controldata: do it only
+	// when the server is not answering, or every few loops, not every
+	// probe (an idle node should cost well under 1 % of a core).
 	a.mu.Lock()
 	info, fresh, gen := a.info, !a.infoAt.IsZero() && time.Since(a.infoAt) < a.infoMaxAge(), a.infoGen
 	a.mu.Unlock()
@@ -332,8 +332,8 @@ func (a *actuator) converge(ctx context.Context) error {
 	if sw := st.Switchover; !fenced && p.GetMemberId() == me && !p.Released && a.releasedEpoch() != p.Epoch &&
 		sw != nil && sw.SteppingDown && sw.From == me && sw.Epoch == p.Epoch {
 		// Clients wait in PgBouncer from here on: step down before the
-		// data directory inspection (an exec of pg_controldata), which a
-		// running primary of a verified cluster does not need.
+		// data directory inspection, which a running primary of a
+		// verified cluster does not need.
 		return a.stepDown(ctx, p, "switchover")
 	}
 	info, err := a.inspect(ctx)

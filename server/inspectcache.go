@@ -7,10 +7,12 @@ import (
 	"github.com/pgquorum/pgquorum/pgnode"
 )
 
-// Inspecting the data directory runs pg_controldata, a process per call.
-// The actuator did it every convergence round and the probe loop every
-// few: most of an idle node's CPU and tens of milliseconds on a busy host
-// in front of every reaction. While this agent's own postmaster runs,
+// Inspecting the data directory reads a handful of files and /proc, and
+// ran pg_controldata (a process per call) before pgnode read pg_control
+// itself; it still does where pg_control's layout is unknown. The
+// actuator inspected every convergence round and the probe loop every
+// few: then most of an idle node's CPU and tens of milliseconds on a busy
+// host in front of every reaction. While this agent's own postmaster runs,
 // nothing but the actuator changes what Inspect reports (initialized,
 // standby.signal, the system identifier), so a recent inspection is
 // reused; every action that changes the server or its files drops it
@@ -21,7 +23,8 @@ import (
 // It is a safety net only (every change the actuator makes drops the
 // cache, and a server that stops answering is inspected at once), so it
 // is long: at 5 loop_waits the pg_controldata runs, a fork and exec of
-// the agent each, were a tenth of an idle node's CPU.
+// the agent each, were a tenth of an idle node's CPU (reading pg_control
+// directly costs microseconds, but not every build's layout is known).
 func (a *actuator) infoMaxAge() time.Duration { return max(inspectReuse, 5*a.s.opts.Timing.LoopWait) }
 
 // inspectReuse is the shortest infoMaxAge.
@@ -109,7 +112,8 @@ func (c changeTracker) Reinit(ctx context.Context, up pgnode.Upstream) error {
 // probePromoted publishes the health of a server just promoted from the
 // data directory state seen before (now without standby.signal) and a
 // fresh SQL probe: the decider exposes the new primary on this report,
-// and a new inspection would put a pg_controldata run in front of it.
+// and a new inspection would put file reads (or a pg_controldata run)
+// in front of it.
 // The probe loop inspects again on its next round.
 func (a *actuator) probePromoted(ctx context.Context, before pgnode.DataDirInfo) {
 	before.Standby = false
