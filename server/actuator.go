@@ -82,6 +82,11 @@ type actuator struct {
 	// streamingAt is when the probe loop last saw this standby streaming:
 	// a convergence round trusts it for a loop instead of probing again.
 	streamingAt time.Time
+	// writableAt is when a probe last saw the postmaster writablePID up
+	// and out of recovery: a convergence round of the primary trusts it
+	// for a loop instead of probing again (see recentlyWritable).
+	writableAt  time.Time
+	writablePID int
 	// pgSync is the synchronous standby list last set in PostgreSQL, and
 	// pgSyncLSN the WAL position read right after (see joinedSync).
 	pgSync    []string
@@ -198,6 +203,7 @@ func (a *actuator) probe(ctx context.Context) {
 		a.streamingAt = time.Now()
 	}
 	a.mu.Unlock()
+	a.noteProbe(st)
 	if a.syncStandbyWentSilent(h) {
 		a.poke()
 	}
@@ -438,9 +444,14 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 		a.mu.Unlock()
 	}
 	probeStart := time.Now()
-	status, err := a.pg.Probe(ctx)
-	if err != nil || !status.Up {
-		return a.primaryDown(ctx, p, fmt.Errorf("probe: %v", err))
+	var status pgnode.Status // zero, out of recovery, when a recent probe is trusted
+	if !a.recentlyWritable() {
+		var err error
+		status, err = a.pg.Probe(ctx)
+		if err != nil || !status.Up {
+			return a.primaryDown(ctx, p, fmt.Errorf("probe: %v", err))
+		}
+		a.noteProbe(status)
 	}
 	a.clearCrash()
 	if status.InRecovery {
