@@ -342,8 +342,8 @@ func switchoverTrials(t *testing.T, trials int, profile string) *e2e.Cluster {
 		}
 		_, before := l.counts()
 		start := time.Now()
-		if out, err := c.Ctl("switchover", "--candidate", target); err != nil {
-			t.Fatalf("switchover: %v\n%s", err, out)
+		if err := c.Switchover(target); err != nil {
+			t.Fatal(err)
 		}
 		var first time.Time
 		e2e.Eventually(t, 60*time.Second, "a write on "+target, func() error {
