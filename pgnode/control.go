@@ -21,9 +21,9 @@ type controlData struct {
 }
 
 // The layout of pg_control that readControlFile understands: format 1300
-// (PostgreSQL 12 to 16) with 8-byte alignment, as on every 64-bit
-// platform PostgreSQL runs on. Anything else (a format of a later major
-// version, a 32-bit build, a checksum that does not match at crcOffset)
+// (PostgreSQL 13 to 16) with 8-byte alignment, as on every 64-bit
+// platform PostgreSQL runs on. Anything else (another major version's
+// format, a 32-bit build, a checksum that does not match at ctlOffCRC)
 // falls back to running pg_controldata.
 const (
 	controlFormat      = 1300

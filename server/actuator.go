@@ -172,6 +172,7 @@ func (a *actuator) Probe(ctx context.Context) (*pb.PostgresHealth, error) {
 func (a *actuator) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, a.s.opts.Timing.RetryTimeout)
 	defer cancel()
+	pid := a.pg.Process().PID
 	// Inspecting the data directory may run pg_controldata: do it only
 	// when the server is not answering, or every few loops, not every
 	// probe (an idle node should cost well under 1 % of a core).
@@ -203,7 +204,7 @@ func (a *actuator) probe(ctx context.Context) {
 		a.streamingAt = time.Now()
 	}
 	a.mu.Unlock()
-	a.noteProbe(st)
+	a.noteProbe(st, pid)
 	if a.syncStandbyWentSilent(h) {
 		a.poke()
 	}
@@ -447,11 +448,12 @@ func (a *actuator) convergePrimary(ctx context.Context, st *pb.ClusterState, inf
 	var status pgnode.Status // zero, out of recovery, when a recent probe is trusted
 	if !a.recentlyWritable() {
 		var err error
+		pid := a.pg.Process().PID
 		status, err = a.pg.Probe(ctx)
 		if err != nil || !status.Up {
 			return a.primaryDown(ctx, p, fmt.Errorf("probe: %v", err))
 		}
-		a.noteProbe(status)
+		a.noteProbe(status, pid)
 	}
 	a.clearCrash()
 	if status.InRecovery {

@@ -117,21 +117,23 @@ func (c changeTracker) Reinit(ctx context.Context, up pgnode.Upstream) error {
 // The probe loop inspects again on its next round.
 func (a *actuator) probePromoted(ctx context.Context, before pgnode.DataDirInfo) {
 	before.Standby = false
+	pid := a.pg.Process().PID
 	st, _ := a.pg.Probe(ctx)
 	h := healthOf(before, st, a.pg.Process())
 	a.mu.Lock()
 	a.health, a.healthAt = h, time.Now()
 	a.mu.Unlock()
-	a.noteProbe(st)
+	a.noteProbe(st, pid)
 }
 
-// noteProbe records a probe that found the running postmaster writable
-// (up, out of recovery) for recentlyWritable.
-func (a *actuator) noteProbe(st pgnode.Status) {
-	if !st.Up || st.InRecovery {
+// noteProbe records, for recentlyWritable, a probe that found the server
+// writable (up, out of recovery), if the postmaster is still pid, the one
+// that ran when the probe began: a probe that raced a restart (a former
+// primary rejoining as a standby) proves nothing about its successor.
+func (a *actuator) noteProbe(st pgnode.Status, pid int) {
+	if !st.Up || st.InRecovery || pid == 0 || a.pg.Process().PID != pid {
 		return
 	}
-	pid := a.pg.Process().PID
 	a.mu.Lock()
 	a.writableAt, a.writablePID = time.Now(), pid
 	a.mu.Unlock()

@@ -50,22 +50,28 @@ func TestProbe_RunningServerIsNotReinspectedEveryFewLoops(t *testing.T) {
 	}
 }
 
-// countingProbe counts Probe calls of a recordingPG.
+// countingProbe counts Probe calls of a recordingPG and runs during, if
+// set, while it probes.
 type countingProbe struct {
 	*recordingPG
-	n atomic.Int64
+	n      atomic.Int64
+	during func()
 }
 
 func (c *countingProbe) Probe(ctx context.Context) (pgnode.Status, error) {
 	c.n.Add(1)
+	if c.during != nil {
+		c.during()
+	}
 	return c.recordingPG.Probe(ctx)
 }
 
 // TestActuator_PrimaryRoundTrustsARecentProbe: a primary's convergence
 // round, which every commit starts, reuses a probe younger than a loop
 // of the same running postmaster instead of probing again; a replaced
-// postmaster or an older probe is probed again, and a probe that finds
-// the server down still leads to primaryDown.
+// postmaster or an older probe is probed again, a probe that raced a
+// restart is not trusted, and a probe that finds the server down still
+// leads to primaryDown.
 func TestActuator_PrimaryRoundTrustsARecentProbe(t *testing.T) {
 	running := pgnode.DataDirInfo{
 		Path: "/data", Exists: true, Initialized: true, Version: "15", SystemIdentifier: 42,
@@ -103,6 +109,15 @@ func TestActuator_PrimaryRoundTrustsARecentProbe(t *testing.T) {
 	rec.proc.PID = 8 // another postmaster (a restart the reaper saw)
 	round(2)
 	round(2)
+	a.mu.Lock()
+	a.writableAt = time.Now().Add(-2 * time.Hour)
+	a.mu.Unlock()
+	pg.during = func() { rec.proc.PID = 9 } // replaced while it was probed
+	round(3)
+	pg.during = nil
+	round(4) // the racing probe was not trusted
+	round(4)
+	base += 2
 	a.mu.Lock()
 	a.writableAt = time.Now().Add(-2 * time.Hour) // older than a loop
 	a.mu.Unlock()
