@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -280,6 +281,40 @@ func decideFailover(v view) decision {
 	}
 	if sw := st.Switchover; sw != nil && sw.SteppingDown && st.Primary.Released {
 		reason = fmt.Sprintf("switchover from %s", sw.From)
+		rl := st.Primary.ReleasedLsn
+		// The old primary has stopped: a candidate that does not take
+		// over (its host died, it is cut off, it never gets the last WAL)
+		// must not leave the cluster without a primary. After as long as
+		// a lost lease is given, any candidate that has replayed the
+		// released position will do: the requested one if it has, else
+		// the best.
+		if giveUp := v.timing.TTL + v.timing.SafetyMargin; v.leaseAge > giveUp {
+			order := slices.Clone(cands)
+			if i := slices.IndexFunc(order, func(c candidate) bool { return c.id == sw.To }); i > 0 {
+				first := order[i]
+				order = append([]candidate{first}, slices.Delete(order, i, i+1)...)
+			}
+			for _, c := range order {
+				if c.lsn >= rl {
+					if sw.To != "" && c.id != sw.To {
+						reason += fmt.Sprintf(" (%s, the requested candidate, did not take over within %v)", sw.To, giveUp)
+					}
+					return decision{
+						cmd: &pb.AssignPrimary{
+							ExpectedEpoch: st.Primary.Epoch, ExpectedLeaseSeq: v.leaseSeq, MemberId: c.id,
+							Timeline: c.timeline, Reason: reason, AtUnixMs: v.now.UnixMilli(),
+						},
+						reason: reason,
+						probe:  []string{c.id},
+					}
+				}
+			}
+			ids := make([]string, len(cands))
+			for i, c := range cands {
+				ids[i] = c.id
+			}
+			return decision{wait: fmt.Sprintf("switchover waits: no candidate has replayed %s's last WAL (%X)", sw.From, rl), probe: ids}
+		}
 		if sw.To != "" {
 			picked := false
 			for _, c := range cands {
@@ -291,7 +326,7 @@ func decideFailover(v view) decision {
 				return decision{wait: fmt.Sprintf("switchover waits: candidate %s is not eligible", sw.To)}
 			}
 		}
-		if rl := st.Primary.ReleasedLsn; rl > 0 && best.lsn < rl {
+		if rl > 0 && best.lsn < rl {
 			return decision{wait: fmt.Sprintf("switchover waits for %s to replay to %X (at %X)", best.id, rl, best.lsn), probe: []string{best.id}}
 		}
 	}

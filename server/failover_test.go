@@ -552,6 +552,41 @@ func TestSwitchover_NoOverlapNoLoss(t *testing.T) {
 	}
 }
 
+// TestSwitchover_RequestedCandidateNeverCatchesUp: the requested
+// candidate stops receiving WAL just before the old primary stops, so it
+// never replays the released position. After as long as a lost lease is
+// given, the other standby, which has every write, takes over instead of
+// the cluster staying without a primary; no acknowledged write is lost.
+func TestSwitchover_RequestedCandidateNeverCatchesUp(t *testing.T) {
+	f := newFO(t)
+	p := f.bootstrap()
+	to, other := f.others(p.MemberId)[0], f.others(p.MemberId)[1]
+	f.w.CutReplication(to, true)
+	for range 5 {
+		if _, err := f.w.Write(p.MemberId); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.c.Eventually(failoverWait, "switchover accepted", func() bool {
+		_, err := f.leader().Srv.Switchover(ctx(t), &pb.SwitchoverRequest{Leader: p.MemberId, Candidate: to})
+		if err != nil && !errors.Is(err, server.ErrPrecondition) && !errors.Is(err, server.ErrNotLeader) {
+			t.Fatalf("switchover: %v", err)
+		}
+		return err == nil
+	})
+	np := f.waitPrimary(p.Epoch+1, p.MemberId)
+	if np.MemberId != other {
+		t.Fatalf("new primary %s, want %s (the requested %s never got the last WAL)", np.MemberId, other, to)
+	}
+	if !strings.Contains(np.Reason, "did not take over") {
+		t.Errorf("assignment reason %q does not say the requested candidate was passed over", np.Reason)
+	}
+	f.checkAcked(other)
+	f.w.CutReplication(to, false)
+	f.waitStreaming(other, f.others(other)...)
+	f.checkOneWriter()
+}
+
 func TestFailover_ManualRefusedWhileLeaseValid(t *testing.T) {
 	f := newFO(t)
 	p := f.bootstrap()
