@@ -280,55 +280,11 @@ func decideFailover(v view) decision {
 		reason = fmt.Sprintf("failover: %s released its lease (epoch %d)", st.Primary.MemberId, st.Primary.Epoch)
 	}
 	if sw := st.Switchover; sw != nil && sw.SteppingDown && st.Primary.Released {
-		reason = fmt.Sprintf("switchover from %s", sw.From)
-		rl := st.Primary.ReleasedLsn
-		// The old primary has stopped: a candidate that does not take
-		// over (its host died, it is cut off, it never gets the last WAL)
-		// must not leave the cluster without a primary. After as long as
-		// a lost lease is given, any candidate that has replayed the
-		// released position will do: the requested one if it has, else
-		// the best.
-		if giveUp := v.timing.TTL + v.timing.SafetyMargin; v.leaseAge > giveUp {
-			order := slices.Clone(cands)
-			if i := slices.IndexFunc(order, func(c candidate) bool { return c.id == sw.To }); i > 0 {
-				first := order[i]
-				order = append([]candidate{first}, slices.Delete(order, i, i+1)...)
-			}
-			for _, c := range order {
-				if c.lsn >= rl {
-					if sw.To != "" && c.id != sw.To {
-						reason += fmt.Sprintf(" (%s, the requested candidate, did not take over within %v)", sw.To, giveUp)
-					}
-					return decision{
-						cmd: &pb.AssignPrimary{
-							ExpectedEpoch: st.Primary.Epoch, ExpectedLeaseSeq: v.leaseSeq, MemberId: c.id,
-							Timeline: c.timeline, Reason: reason, AtUnixMs: v.now.UnixMilli(),
-						},
-						reason: reason,
-						probe:  []string{c.id},
-					}
-				}
-			}
-			ids := make([]string, len(cands))
-			for i, c := range cands {
-				ids[i] = c.id
-			}
-			return decision{wait: fmt.Sprintf("switchover waits: no candidate has replayed %s's last WAL (%X)", sw.From, rl), probe: ids}
+		c, note, wait, probe := switchoverTarget(v, cands, sw, st.Primary.ReleasedLsn)
+		if wait != "" {
+			return decision{wait: wait, probe: probe}
 		}
-		if sw.To != "" {
-			picked := false
-			for _, c := range cands {
-				if c.id == sw.To {
-					best, picked = c, true
-				}
-			}
-			if !picked {
-				return decision{wait: fmt.Sprintf("switchover waits: candidate %s is not eligible", sw.To)}
-			}
-		}
-		if rl > 0 && best.lsn < rl {
-			return decision{wait: fmt.Sprintf("switchover waits for %s to replay to %X (at %X)", best.id, rl, best.lsn), probe: []string{best.id}}
-		}
+		best, reason = c, fmt.Sprintf("switchover from %s%s", sw.From, note)
 	}
 	ids := make([]string, len(cands))
 	for i, c := range cands {
@@ -342,6 +298,49 @@ func decideFailover(v view) decision {
 		reason: reason,
 		probe:  ids,
 	}
+}
+
+// switchoverTarget picks who takes over from a primary that stepped down
+// for sw and released its lease at rl: the requested candidate (the best
+// one if none was requested) once it has replayed rl. The old primary has
+// stopped, so a candidate that does not take over (its host died, it is
+// cut off, it never gets the last WAL) must not leave the cluster without
+// a primary: after as long as a lost lease is given, any candidate that
+// has replayed rl will do, the requested one first. note is added to the
+// reason; wait says why nobody yet, and probe whom to look at again.
+func switchoverTarget(v view, cands []candidate, sw *pb.Switchover, rl uint64) (c candidate, note, wait string, probe []string) {
+	requested := slices.IndexFunc(cands, func(c candidate) bool { return c.id == sw.To })
+	giveUp := v.timing.TTL + v.timing.SafetyMargin
+	if v.leaseAge <= giveUp {
+		c = cands[0]
+		if sw.To != "" {
+			if requested < 0 {
+				return c, "", fmt.Sprintf("switchover waits: candidate %s is not eligible", sw.To), nil
+			}
+			c = cands[requested]
+		}
+		if rl > 0 && c.lsn < rl {
+			return c, "", fmt.Sprintf("switchover waits for %s to replay to %X (at %X)", c.id, rl, c.lsn), []string{c.id}
+		}
+		return c, "", "", nil
+	}
+	order := slices.Clone(cands)
+	if requested > 0 {
+		order = append([]candidate{cands[requested]}, slices.Delete(order, requested, requested+1)...)
+	}
+	for _, c := range order {
+		if c.lsn >= rl {
+			if sw.To != "" && c.id != sw.To {
+				note = fmt.Sprintf(" (%s, the requested candidate, did not take over within %v)", sw.To, giveUp)
+			}
+			return c, note, "", nil
+		}
+	}
+	ids := make([]string, len(cands))
+	for i, c := range cands {
+		ids[i] = c.id
+	}
+	return candidate{}, "", fmt.Sprintf("switchover waits: no candidate has replayed %s's last WAL (%X)", sw.From, rl), ids
 }
 
 // decideSwitchover starts a pending switchover once it is due and a
