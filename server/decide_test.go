@@ -258,6 +258,12 @@ func TestDecide(t *testing.T) {
 			want{cmd: assign, member: "n3", reason: "switchover from n1"}},
 		{"after release: past that time the requested candidate still goes first when it replayed released_lsn",
 			switched(baseLSN).expired(), want{cmd: assign, member: "n3", reason: "switchover from n1"}},
+		{"after release: the replacement is still only a recorded synchronous standby (strict)",
+			switched(baseLSN).expired().with(func(b *vb) {
+				b.v.st.Config.SynchronousMode = pb.SynchronousMode_SYNCHRONOUS_MODE_STRICT
+				b.v.st.Sync = &pb.SyncState{Epoch: 3, Members: []string{"n3"}}
+				b.h("n3").State = pb.PgState_PG_STATE_STOPPED // the requested one died
+			}), want{wait: "no candidate"}},
 		{"after release: nobody replayed released_lsn: still waits, whatever the time",
 			switched(baseLSN + 0x100).expired().with(func(b *vb) { b.member("n3").Tags.Nofailover = true }),
 			want{wait: "no candidate has replayed n1's last WAL"}},
